@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 import yaml
 from conftest import RecordingMocks, configure_pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "falco-securityhub"
@@ -57,6 +58,25 @@ def tolerate_invoke_answers(mocks: RecordingMocks) -> RecordingMocks:
 
     mocks.call = call  # type: ignore[method-assign]
     return mocks
+
+
+def record_dependencies() -> dict[str, set[str]]:
+    """Resource name -> names of the resources it waits for, as the engine would see them.
+
+    ``depends_on`` never reaches the mocks' ``new_resource``; every RegisterResource request
+    carries it (explicit ``depends_on`` plus the implicit ones from inputs), so wrap the mock
+    monitor's RegisterResource for the current test.
+    """
+    dependencies: dict[str, set[str]] = {}
+    monitor = pulumi_settings.get_monitor()
+    register = monitor.RegisterResource
+
+    def recording_register(request: Any) -> Any:
+        dependencies[request.name] = {urn.split("::")[-1] for urn in request.dependencies}
+        return register(request)
+
+    monitor.RegisterResource = recording_register
+    return dependencies
 
 
 @dataclass
