@@ -193,9 +193,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "an exact semantic version, e.g. 9.1.0",
     ),
     SettingSpec(
-        "fluentBitChartVersion", "string", "0.54.0",
-        "Pinned version of the Fluent Bit Helm chart.",
-        "an exact semantic version, e.g. 0.54.0",
+        "fluentBitChartVersion", "string", "0.58.1",
+        "Pinned version of the fluent-bit Helm chart (fluent/helm-charts).",
+        "an exact semantic version, e.g. 0.58.1",
     ),
     SettingSpec(
         "falcoMinimumPriority", "string", "Notice",

@@ -1,0 +1,155 @@
+"""falco-securityhub: one stack per region; reads the stack's settings and composes components.
+
+Network -> Cluster -> RegionalHub -> FindingsPipeline -> RuntimeSecurity, plus the CentralHub in
+the Security Hub home region only. Settings: Pulumi.yaml and Pulumi.<stack>.yaml (docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pulumi
+import pulumi_aws as aws
+
+from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
+from components.cluster import Cluster, ClusterArgs
+from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
+from components.network import Network, NetworkArgs
+from components.regional_hub import RegionalHub, RegionalHubArgs
+from components.runtime_security import RuntimeSecurity, RuntimeSecurityArgs
+from components.settings import load_settings, pulumi_config_reader
+
+
+def findings_console_url(home_region: str, partition: str) -> str:
+    """Security Hub's findings page in the home region, filtered to Falco's product name.
+
+    The console reads the filter value URL-encoded twice (`\\operator\\:EQUALS\\:<value>`).
+    """
+    host = {
+        "aws-cn": "console.amazonaws.cn",
+        "aws-us-gov": "console.amazonaws-us-gov.com",
+    }.get(partition, f"{home_region}.console.aws.amazon.com")
+    value = quote(quote(f"\\operator\\:EQUALS\\:{FALCO_PRODUCT_NAME}", safe=""), safe="")
+    return (
+        f"https://{host}/securityhub/home?region={home_region}"
+        f"#/findings?search=ProductName%3D{value}"
+    )
+
+
+settings = load_settings(
+    pulumi_config_reader(), pulumi.get_stack(), project_dir=Path(__file__).resolve().parent
+)
+account_id = aws.get_caller_identity().account_id
+partition = aws.get_partition().partition
+tags = settings.tags
+
+network = Network(
+    "network",
+    NetworkArgs(
+        cluster_name=settings.cluster_name,
+        cidr_block=settings.vpc_cidr,
+        availability_zone_count=settings.availability_zone_count,
+        tags=tags,
+        account_id=account_id,
+        partition=partition,
+        region=settings.region,
+        nat_gateway_mode=settings.nat_gateway_mode,
+        flow_logs=settings.vpc_flow_logs,
+        flow_log_retention_days=settings.log_retention_days,
+    ),
+)
+cluster = Cluster(
+    "cluster",
+    ClusterArgs(
+        cluster_name=settings.cluster_name,
+        kubernetes_version=settings.kubernetes_version,
+        vpc_id=network.vpc_id,
+        public_subnet_ids=network.public_subnet_ids,
+        private_subnet_ids=network.private_subnet_ids,
+        node_instance_types=list(settings.node_instance_types),
+        node_min_size=settings.node_min_size,
+        node_desired_size=settings.node_desired_size,
+        node_max_size=settings.node_max_size,
+        admin_role_arns=list(settings.admin_role_arns),
+        public_access_cidrs=list(settings.public_access_cidrs),
+        tags=tags,
+        account_id=account_id,
+        partition=partition,
+        region=settings.region,
+        node_ami_type=settings.node_ami_type,
+        node_disk_size_gb=settings.node_disk_size_gb,
+        endpoint_public_access=settings.endpoint_public_access,
+        log_retention_days=settings.log_retention_days,
+        pod_identity_agent_version=settings.pod_identity_agent_version,
+    ),
+)
+hub = RegionalHub(
+    "hub",
+    RegionalHubArgs(
+        region=settings.region, enable_default_standards=settings.enable_default_standards
+    ),
+)
+pipeline = FindingsPipeline(
+    "findings",
+    FindingsPipelineArgs(
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        log_retention_days=settings.log_retention_days,
+        lambda_memory_mb=settings.lambda_memory_mb,
+        lambda_timeout_seconds=settings.lambda_timeout_seconds,
+        reserved_concurrency=settings.lambda_reserved_concurrency,
+        min_priority=settings.findings_minimum_priority,
+        alarm_email=settings.alarm_email,
+        powertools_layer_version=settings.powertools_layer_version,
+        security_hub=hub.account,
+        tags=tags,
+    ),
+)
+RuntimeSecurity(
+    "runtime-security",
+    RuntimeSecurityArgs(
+        cluster_name=cluster.cluster_name,
+        kubeconfig_json=cluster.kubeconfig_json,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        log_group_name=pipeline.log_group_name,
+        log_group_arn=pipeline.log_group_arn,
+        falco_chart_version=settings.falco_chart_version,
+        fluent_bit_chart_version=settings.fluent_bit_chart_version,
+        falco_minimum_priority=settings.falco_minimum_priority,
+        falco_custom_rules=settings.falco_custom_rules,
+        depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
+        tags=tags,
+    ),
+)
+central = (
+    CentralHub(
+        "central-hub",
+        CentralHubArgs(
+            home_region=settings.home_region,
+            linked_regions=settings.linked_regions,
+            account_id=account_id,
+            partition=partition,
+            triage_principal_arns=settings.triage_principal_arns,
+            member_accounts=settings.member_accounts,
+            delegated_admin_account_id=settings.delegated_admin_account_id,
+            hub=hub.account,
+            tags=tags,
+        ),
+    )
+    if settings.is_home_region
+    else None
+)
+
+pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("kubeconfig", cluster.kubeconfig_json)
+pulumi.export("logGroupName", pipeline.log_group_name)
+pulumi.export("functionName", pipeline.function_name)
+pulumi.export("deadLetterQueueUrl", pipeline.dead_letter_queue_url)
+pulumi.export("hubArn", hub.hub_arn)
+pulumi.export("aggregatorArn", central.aggregator_arn if central else None)
+pulumi.export("findingsConsoleUrl", findings_console_url(settings.home_region, partition))
