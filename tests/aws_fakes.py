@@ -34,6 +34,7 @@ import boto3
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.retries import standard
 from moto import mock_aws
+from moto.core.base_backend import BackendDict
 from moto.core.models import botocore_stubber
 
 ACCOUNT_ID = "123456789012"
@@ -103,6 +104,17 @@ def moto_security_hub(*regions: str) -> Iterator[None]:
         for region in regions:
             boto3.client("securityhub", region_name=region).enable_security_hub()
         yield
+
+
+def reset_security_hub(*regions: str) -> None:
+    """Forget everything moto holds, then enable Security Hub again (inside moto_security_hub).
+
+    Much cheaper than a new mock_aws per test (that reloads botocore's service models), so a
+    test module can share one moto_security_hub and call this before each test.
+    """
+    BackendDict.reset()
+    for region in regions or (REGION,):
+        boto3.client("securityhub", region_name=region).enable_security_hub()
 
 
 def stored_findings(region: str = REGION) -> list[dict[str, Any]]:
@@ -384,6 +396,53 @@ def fluent_bit_merged_record(
     if cluster_name:
         record["cluster_name"] = cluster_name
     return json.dumps(record, separators=(",", ":"))
+
+
+def falco_alert(
+    n: int = 0,
+    *,
+    rule: str = "Terminal shell in container",
+    priority: str = "Notice",
+    namespace: str = "shop",
+    pod: str | None = None,
+    time: str | None = None,
+    hostname: str = "ip-10-0-1-23.ec2.internal",
+    tags: Sequence[str] = ("maturity_stable", "container", "shell", "mitre_execution", "T1059"),
+) -> dict[str, Any]:
+    """A Falco 0.41 syscall alert as Falco emits it with json_output; ``n`` makes it distinct."""
+    pod = pod or f"checkout-7d9f8b6c5d-{n:05d}"
+    time = time or f"2026-03-14T03:02:{n % 60:02d}.{n:09d}Z"
+    container_id = f"{n:012x}"
+    fields = {
+        "container.id": container_id,
+        "container.image.repository": "123456789012.dkr.ecr.us-east-1.amazonaws.com/checkout",
+        "container.image.tag": "1.14.2",
+        "container.name": "checkout",
+        "evt.type": "execve",
+        "k8s.ns.name": namespace,
+        "k8s.pod.name": pod,
+        "proc.cmdline": "bash",
+        "proc.exepath": "/usr/bin/bash",
+        "proc.name": "bash",
+        "proc.pid": 40_000 + n,
+        "proc.pname": "runc",
+        "user.name": "root",
+        "user.uid": 0,
+    }
+    return {
+        "hostname": hostname,
+        "output": (
+            f"{time[11:29]}: {priority} A shell was spawned in a container with an attached "
+            f"terminal | user=root process=bash container_id={container_id} "
+            f"k8s_pod_name={pod} k8s_ns_name={namespace}"
+        ),
+        "output_fields": fields,
+        "priority": priority,
+        "rule": rule,
+        "source": "syscall",
+        "tags": list(tags),
+        "time": time,
+    }
 
 
 _EVENT_IDS = itertools.count(1)

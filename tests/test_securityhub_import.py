@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aws_fakes import REGION, fast_botocore_retries, http_faults, moto_security_hub, stored_findings
+from aws_fakes import (
+    REGION,
+    fast_botocore_retries,
+    http_faults,
+    moto_security_hub,
+    reset_security_hub,
+    stored_findings,
+)
 
 from handlers import securityhub
 from handlers.securityhub import (
@@ -57,10 +65,17 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
+@pytest.fixture(scope="module")
+def moto() -> Iterator[None]:
+    with moto_security_hub(REGION):
+        yield
+
+
 @pytest.fixture
-def hub() -> Any:
+def hub(moto: None) -> Iterator[Any]:
     """A production-configured client on moto with Security Hub enabled; botocore sleeps skipped."""
-    with moto_security_hub(REGION), fast_botocore_retries() as backoff:
+    reset_security_hub(REGION)
+    with fast_botocore_retries() as backoff:
         client = securityhub.new_client(REGION)
         client.backoff = backoff  # the delays botocore's real retry policy chose
         yield client
