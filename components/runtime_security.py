@@ -91,6 +91,27 @@ FALCO_EXTRA_OUTPUT_FIELDS = (
 # GPU nodes, NoExecute taints) and outrank ordinary pods when a node is full.
 TOLERATE_EVERY_TAINT: list[dict[str, str]] = [{"operator": "Exists"}]
 NODE_CRITICAL = "system-node-critical"
+# ... except nodes where a DaemonSet pod can never run: with every taint tolerated, the DaemonSet
+# controller would place pods on EKS Fargate's virtual nodes (and Windows nodes), where they stay
+# Pending forever and keep the atomic Helm install from ever becoming ready.
+LINUX_NODES_NOT_FARGATE: dict[str, Any] = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                        {
+                            "key": "eks.amazonaws.com/compute-type",
+                            "operator": "NotIn",
+                            "values": ["fargate"],
+                        },
+                    ]
+                }
+            ]
+        }
+    }
+}
 
 # How long Helm may wait for a DaemonSet to become ready on every node before the release is
 # rolled back (atomic): image pulls plus falcoctl fetching rules and the container plugin.
@@ -184,6 +205,7 @@ def falco_values(minimum_priority: str, custom_rules: str | None) -> dict[str, A
         # (the chart's default since 4.3; stated here because the findings rely on it).
         "falcoHostnameEnv": True,
         "tolerations": TOLERATE_EVERY_TAINT,
+        "affinity": LINUX_NODES_NOT_FARGATE,
         "podPriorityClassName": NODE_CRITICAL,
         # The chart's defaults, made explicit: the request is what the scheduler must find on
         # every node; the limits keep a syscall storm from starving workloads (Falco then
@@ -354,6 +376,7 @@ def fluent_bit_values(cluster_name: str, region: str, log_group_name: str) -> di
         },
         # Wherever Falco runs, its alerts must be shipped.
         "tolerations": TOLERATE_EVERY_TAINT,
+        "affinity": LINUX_NODES_NOT_FARGATE,
         "priorityClassName": NODE_CRITICAL,
         "env": [
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},

@@ -320,6 +320,18 @@ def test_falco_runs_on_every_node_with_bounded_resources(deployed: Deployment):
     assert set(values["resources"]["limits"]) == {"cpu", "memory"}
 
 
+@pytest.mark.parametrize("release", ["runtime-falco", "runtime-fluent-bit"])
+def test_node_agents_skip_only_fargate_and_non_linux_nodes(deployed: Deployment, release: str):
+    values = deployed.resource(RELEASE, release).inputs["values"]
+    assert values["tolerations"] == [{"operator": "Exists"}]
+    required = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = required["nodeSelectorTerms"]
+    assert sorted(term["matchExpressions"], key=lambda e: e["key"]) == [
+        {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn", "values": ["fargate"]},
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+    ]
+
+
 def test_falco_alert_hostname_is_the_node_name(deployed: Deployment):
     assert deployed.falco.inputs["values"]["falcoHostnameEnv"] is True
 
