@@ -61,18 +61,21 @@ def tolerate_invoke_answers(mocks: RecordingMocks) -> RecordingMocks:
 
 
 def record_dependencies() -> dict[str, set[str]]:
-    """Resource name -> names of the resources it waits for, as the engine would see them.
+    """Resource -> names of the resources it waits for, as the engine would see them.
 
     ``depends_on`` never reaches the mocks' ``new_resource``; every RegisterResource request
     carries it (explicit ``depends_on`` plus the implicit ones from inputs), so wrap the mock
-    monitor's RegisterResource for the current test.
+    monitor's RegisterResource for the current test. Keys: the logical name (resources of
+    different types sharing a name are merged there) and ``"<type>::<name>"`` (exact).
     """
     dependencies: dict[str, set[str]] = {}
     monitor = pulumi_settings.get_monitor()
     register = monitor.RegisterResource
 
     def recording_register(request: Any) -> Any:
-        dependencies[request.name] = {urn.split("::")[-1] for urn in request.dependencies}
+        waits_for = {urn.split("::")[-1] for urn in request.dependencies}
+        dependencies[f"{request.type}::{request.name}"] = waits_for
+        dependencies.setdefault(request.name, set()).update(waits_for)
         return register(request)
 
     monitor.RegisterResource = recording_register
@@ -87,6 +90,7 @@ class ProgramRun:
     config: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
+    dependencies: dict[str, set[str]] = field(default_factory=dict)
 
 
 def run_program(stack_name: str, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
@@ -94,7 +98,7 @@ def run_program(stack_name: str, config_overrides: dict[str, Any] | None = None)
     mocks = tolerate_invoke_answers(
         configure_pulumi_mocks(stack=stack_name, region=config["aws:region"], config=config)
     )
-    run = ProgramRun(mocks=mocks, config=config)
+    run = ProgramRun(mocks=mocks, config=config, dependencies=record_dependencies())
 
     async def collect_outputs() -> None:
         stack = pulumi.runtime.get_root_resource()

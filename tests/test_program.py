@@ -1,0 +1,381 @@
+"""The whole program for both stacks, from the real stack files (Pulumi.yaml + Pulumi.<stack>.yaml).
+
+Each stack runs once per module (tests/program_runner.py) and the tests read what it declared:
+the aggregator only in the home region, encryption everywhere, IAM without wildcards, the alert
+path from Fluent Bit to the Lambda, and the stack outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import ACCOUNT_ID, RecordedResource
+from program_runner import STACKS, ProgramRun, run_program
+
+from components.central_hub import FALCO_PRODUCT_NAME
+from components.settings import SettingsError
+
+NS = "falco-securityhub"
+HOME = "us-east-1"
+
+CONTRACT_OUTPUTS = {
+    "clusterName",
+    "kubeconfig",
+    "logGroupName",
+    "functionName",
+    "deadLetterQueueUrl",
+    "hubArn",
+    "aggregatorArn",
+    "findingsConsoleUrl",
+}
+
+# AWS-managed policies the program attaches, and why each is acceptable. Their documents are
+# AWS's (some use Resource "*", e.g. ec2:Describe*), so they are reviewed here by name.
+MANAGED_POLICIES = {
+    "AmazonEKSWorkerNodePolicy": "nodes join the cluster (EKS requirement)",
+    "AmazonEKS_CNI_Policy": "the VPC CNI on the nodes assigns pod IPs (EKS requirement)",
+    "AmazonEC2ContainerRegistryReadOnly": "nodes pull images, e.g. the EKS add-ons' (ECR)",
+    "AWSSecurityHubReadOnlyAccess": "the triage role reads findings (CentralHub)",
+}
+
+# Statement types the program declares, by input key.
+POLICY_INPUTS = ("policy", "assumeRolePolicy")
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def program(request: pytest.FixtureRequest) -> ProgramRun:
+    return run_program(request.param)
+
+
+@pytest.fixture(scope="module")
+def home() -> ProgramRun:
+    return run_program(HOME)
+
+
+@pytest.fixture(scope="module")
+def linked() -> ProgramRun:
+    return run_program("eu-west-1")
+
+
+def region_of(run: ProgramRun) -> str:
+    return run.config["aws:region"]
+
+
+def setting(run: ProgramRun, key: str) -> Any:
+    return run.config[f"{NS}:{key}"]
+
+
+def policy_statements(run: ProgramRun) -> Iterator[tuple[RecordedResource, str, dict[str, Any]]]:
+    """Every statement of every policy document the program declares (IAM, KMS, SQS, SNS)."""
+    for resource in run.mocks.resources:
+        if not resource.type.startswith("aws:"):
+            continue
+        for key in POLICY_INPUTS:
+            if resource.inputs.get(key):
+                statements = resource.policy(key)["Statement"]
+                for statement in statements if isinstance(statements, list) else [statements]:
+                    yield resource, key, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def is_wildcard_action(action: str) -> bool:
+    """'*' or a whole service ('kms:*'); prefixes such as 'kms:Describe*' are reviewed names."""
+    return action == "*" or action.endswith(":*")
+
+
+def is_account_root_key_admin(resource: RecordedResource, statement: dict[str, Any]) -> bool:
+    """AWS's default key-policy statement: the account root administers the key, and IAM
+    policies decide who else uses it. Without it a key can become unmanageable."""
+    return (
+        resource.type == "aws:kms/key:Key"
+        and statement["Effect"] == "Allow"
+        and statement.get("Principal") == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
+        and as_list(statement["Action"]) == ["kms:*"]
+    )
+
+
+# -- stacks and Security Hub aggregation ---------------------------------------------------------
+def test_the_aggregator_exists_only_in_the_home_region(program: ProgramRun) -> None:
+    aggregators = program.mocks.of_type("aws:securityhub/findingAggregator:FindingAggregator")
+    central = program.mocks.of_type(f"{NS}:index:CentralHub")
+    if region_of(program) == HOME:
+        assert len(aggregators) == 1
+        assert len(central) == 1
+    else:
+        assert aggregators == []
+        assert central == []
+
+
+def test_the_aggregator_links_exactly_the_other_configured_regions(home: ProgramRun) -> None:
+    aggregator = home.mocks.one("aws:securityhub/findingAggregator:FindingAggregator")
+    assert aggregator.inputs["linkingMode"] == "SPECIFIED_REGIONS"
+    assert sorted(aggregator.inputs["specifiedRegions"]) == sorted(setting(home, "linkedRegions"))
+    assert HOME not in aggregator.inputs["specifiedRegions"]
+
+
+def test_adding_a_region_is_configuration_only() -> None:
+    run = run_program(HOME, {f"{NS}:linkedRegions": ["eu-west-1", "ap-southeast-2"]})
+    aggregator = run.mocks.one("aws:securityhub/findingAggregator:FindingAggregator")
+    assert sorted(aggregator.inputs["specifiedRegions"]) == ["ap-southeast-2", "eu-west-1"]
+
+
+def test_every_stack_enables_security_hub_before_the_pipeline_imports(program: ProgramRun) -> None:
+    program.mocks.one("aws:securityhub/account:Account")
+    assert "hub-account" in program.dependencies["findings-function"]
+
+
+def test_a_bad_setting_stops_the_program_before_anything_is_declared() -> None:
+    with pytest.raises(SettingsError) as raised:
+        run_program("eu-west-1", {f"{NS}:linkedRegions": ["us-west-2"], f"{NS}:nodeMinSize": 0})
+    assert len(raised.value.problems) == 2
+    assert all("Pulumi.eu-west-1.yaml" in problem for problem in raised.value.problems)
+
+
+# -- encryption ----------------------------------------------------------------------------------
+def declared_key_arns(run: ProgramRun) -> set[str]:
+    return {key.outputs["arn"] for key in run.mocks.of_type("aws:kms/key:Key")}
+
+
+def test_every_log_group_is_encrypted_with_a_declared_key(program: ProgramRun) -> None:
+    groups = program.mocks.of_type("aws:cloudwatch/logGroup:LogGroup")
+    names = {g.inputs["name"] for g in groups}
+    cluster = f"falco-{region_of(program)}"
+    # Alerts, the Lambda's own logs, the EKS control plane and VPC flow logs.
+    assert {f"/aws/eks/{cluster}/cluster", f"/aws/vpc/{cluster}/flow-logs"} <= names
+    assert program.outputs["logGroupName"] in names
+    for group in groups:
+        assert group.inputs.get("kmsKeyId") in declared_key_arns(program), group.name
+        assert group.inputs.get("retentionInDays") == setting(program, "logRetentionDays")
+
+
+def test_every_kms_key_rotates(program: ProgramRun) -> None:
+    keys = program.mocks.of_type("aws:kms/key:Key")
+    assert keys
+    for key in keys:
+        assert key.inputs["enableKeyRotation"] is True, key.name
+
+
+def test_queues_and_topics_are_encrypted(program: ProgramRun) -> None:
+    queues = program.mocks.of_type("aws:sqs/queue:Queue")
+    topics = program.mocks.of_type("aws:sns/topic:Topic")
+    assert queues
+    for resource in [*queues, *topics]:
+        assert resource.inputs.get("kmsMasterKeyId") in declared_key_arns(program), resource.name
+
+
+def test_eks_secrets_and_node_volumes_are_encrypted(program: ProgramRun) -> None:
+    cluster = program.mocks.one("eks:index:Cluster")
+    assert cluster.inputs["encryptionConfigKeyArn"] in declared_key_arns(program)
+    template = program.mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+    for mapping in template.inputs["blockDeviceMappings"]:
+        assert mapping["ebs"]["encrypted"] == "true"
+
+
+# -- IAM and resource policies -------------------------------------------------------------------
+def test_policies_are_declared_and_read(program: ProgramRun) -> None:
+    kinds = {resource.type for resource, _, _ in policy_statements(program)}
+    assert {"aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy", "aws:kms/key:Key"} <= kinds
+
+
+def test_no_allow_statement_has_a_wildcard_action(program: ProgramRun) -> None:
+    for resource, key, statement in policy_statements(program):
+        if statement["Effect"] != "Allow" or is_account_root_key_admin(resource, statement):
+            continue
+        assert "NotAction" not in statement, f"{resource.name}.{key}: Allow with NotAction"
+        wildcards = [a for a in as_list(statement.get("Action")) if is_wildcard_action(a)]
+        assert not wildcards, f"{resource.name}.{key} {statement.get('Sid')}: {wildcards}"
+
+
+def test_wildcard_resources_only_in_kms_key_policies(program: ProgramRun) -> None:
+    # In a key policy, Resource "*" means "this key": there is no other way to write it. Anywhere
+    # else an Allow on "*" would reach every resource of the account.
+    for resource, key, statement in policy_statements(program):
+        if statement["Effect"] != "Allow" or resource.type == "aws:kms/key:Key":
+            continue
+        assert "NotResource" not in statement, f"{resource.name}.{key}"
+        assert "*" not in as_list(statement.get("Resource")), (
+            f"{resource.name}.{key} {statement.get('Sid')}: Resource *"
+        )
+
+
+def test_anyone_principals_are_always_conditioned(program: ProgramRun) -> None:
+    for resource, key, statement in policy_statements(program):
+        principal = statement.get("Principal")
+        if statement["Effect"] == "Allow" and principal in ("*", {"AWS": "*"}):
+            assert statement.get("Condition"), f"{resource.name}.{key}: open to anyone"
+
+
+def test_roles_trust_only_services_or_named_principals(program: ProgramRun) -> None:
+    for role in program.mocks.of_type("aws:iam/role:Role"):
+        for statement in role.policy("assumeRolePolicy")["Statement"]:
+            assert statement["Effect"] == "Allow"
+            principal = statement["Principal"]
+            assert principal not in ("*", {"AWS": "*"}), role.name
+            assert set(principal) <= {"Service", "AWS"}, role.name
+
+
+def test_only_reviewed_managed_policies_are_attached(program: ProgramRun) -> None:
+    attached = {
+        attachment.inputs["policyArn"].rsplit("/", 1)[-1]
+        for attachment in program.mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert attached <= set(MANAGED_POLICIES), attached - set(MANAGED_POLICIES)
+    assert not program.mocks.of_type("aws:iam/policy:Policy") or all(
+        "*" not in json.dumps(p.policy()) for p in program.mocks.of_type("aws:iam/policy:Policy")
+    )
+
+
+# -- the alert path: Fluent Bit -> log group -> subscription -> Lambda -> Security Hub -----------
+def test_the_lambda_is_subscribed_to_the_pipelines_log_group(program: ProgramRun) -> None:
+    function = program.mocks.one("aws:lambda/function:Function")
+    subscription = program.mocks.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
+    assert subscription.inputs["destinationArn"] == function.outputs["arn"]
+    assert subscription.inputs["logGroup"] == program.outputs["logGroupName"]
+    assert function.outputs["name"] == program.outputs["functionName"]
+
+
+def test_only_cloudwatch_logs_from_that_group_may_invoke_the_lambda(program: ProgramRun) -> None:
+    function = program.mocks.one("aws:lambda/function:Function")
+    (permission,) = [
+        p
+        for p in program.mocks.of_type("aws:lambda/permission:Permission")
+        if p.inputs["principal"] == f"logs.{region_of(program)}.amazonaws.com"
+    ]
+    assert permission.inputs["function"] in (function.outputs["name"], function.outputs["arn"])
+    group = next(
+        g
+        for g in program.mocks.of_type("aws:cloudwatch/logGroup:LogGroup")
+        if g.inputs["name"] == program.outputs["logGroupName"]
+    )
+    assert permission.inputs["sourceArn"].startswith(group.outputs["arn"])
+    subscription = program.mocks.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
+    assert permission.name in program.dependencies[subscription.name]
+
+
+def test_failed_invocations_land_in_the_on_failure_queue(program: ProgramRun) -> None:
+    queue = program.mocks.one("aws:sqs/queue:Queue")
+    config = program.mocks.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
+    assert config.inputs["destinationConfig"]["onFailure"]["destination"] == queue.outputs["arn"]
+    assert program.outputs["deadLetterQueueUrl"] == queue.outputs["url"]
+
+
+def releases(run: ProgramRun) -> dict[str, RecordedResource]:
+    return {r.inputs["chart"]: r for r in run.mocks.of_type("kubernetes:helm.sh/v3:Release")}
+
+
+def test_falco_and_fluent_bit_are_installed_at_the_pinned_versions(program: ProgramRun) -> None:
+    installed = releases(program)
+    assert set(installed) == {"falco", "fluent-bit"}
+    assert installed["falco"].inputs["version"] == setting(program, "falcoChartVersion")
+    assert installed["fluent-bit"].inputs["version"] == setting(program, "fluentBitChartVersion")
+    for release in installed.values():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", release.inputs["version"])
+        assert release.inputs["repositoryOpts"]["repo"].startswith("https://")
+
+
+def test_fluent_bit_ships_to_the_pipelines_log_group_in_its_region(program: ProgramRun) -> None:
+    outputs = releases(program)["fluent-bit"].inputs["values"]["config"]["outputs"]
+    assert re.findall(r"^\s*log_group_name\s+(\S+)\s*$", outputs, flags=re.MULTILINE) == [
+        program.outputs["logGroupName"]
+    ]
+    assert re.findall(r"^\s*region\s+(\S+)\s*$", outputs, flags=re.MULTILINE) == [
+        region_of(program)
+    ]
+
+
+def test_runtime_security_waits_for_nodes_and_the_pod_identity_agent(program: ProgramRun) -> None:
+    for release in releases(program).values():
+        waits_for = program.dependencies[release.name]
+        assert {"cluster-eks", "cluster-nodes", "cluster-pod-identity-agent"} <= waits_for
+
+
+def test_the_pipeline_is_configured_from_the_settings(program: ProgramRun) -> None:
+    function = program.mocks.one("aws:lambda/function:Function")
+    assert function.inputs["memorySize"] == setting(program, "lambdaMemoryMb")
+    assert function.inputs["timeout"] == setting(program, "lambdaTimeoutSeconds")
+    assert function.inputs["reservedConcurrentExecutions"] == setting(
+        program, "lambdaReservedConcurrency"
+    )
+    variables = function.inputs["environment"]["variables"]
+    assert variables["MIN_PRIORITY"] == setting(program, "findingsMinimumPriority")
+    assert variables["CLUSTER_NAME"] == program.outputs["clusterName"]
+
+
+# -- network and cluster wiring ------------------------------------------------------------------
+def test_nodes_run_in_the_networks_private_subnets(program: ProgramRun) -> None:
+    nodes = program.mocks.one("eks:index:ManagedNodeGroup")
+    private = [
+        f"{s.name}-id"
+        for s in program.mocks.of_type("aws:ec2/subnet:Subnet")
+        if s.name.startswith("network-private-")
+    ]
+    assert sorted(nodes.inputs["subnetIds"]) == sorted(private)
+    assert len(private) == setting(program, "availabilityZoneCount")
+    cluster = program.mocks.one("eks:index:Cluster")
+    assert cluster.inputs["vpcId"] == f"{program.mocks.one('aws:ec2/vpc:Vpc').name}-id"
+
+
+def test_the_cluster_api_is_reachable_only_as_configured(program: ProgramRun) -> None:
+    cluster = program.mocks.one("eks:index:Cluster")
+    assert cluster.inputs["endpointPrivateAccess"] is True
+    assert cluster.inputs["publicAccessCidrs"] == setting(program, "publicAccessCidrs")
+    assert "0.0.0.0/0" not in cluster.inputs["publicAccessCidrs"]
+
+
+def test_regional_resources_stay_in_the_stacks_region(program: ProgramRun) -> None:
+    for resource in program.mocks.resources:
+        if "region" in resource.inputs and resource.type.startswith("aws:"):
+            assert resource.inputs["region"] == region_of(program), resource.name
+    zones = {s.inputs["availabilityZone"] for s in program.mocks.of_type("aws:ec2/subnet:Subnet")}
+    assert all(zone.startswith(region_of(program)) for zone in zones)
+
+
+def test_resources_given_tags_carry_project_and_stack(program: ProgramRun) -> None:
+    for resource in program.mocks.resources:
+        tags = resource.inputs.get("tags")
+        if resource.type.startswith("aws:") and isinstance(tags, dict):
+            assert tags.get("Project") == NS, resource.name
+            assert tags.get("Stack") == region_of(program), resource.name
+
+
+def test_stack_files_tag_owner_and_cost_center(program: ProgramRun) -> None:
+    default_tags = program.config["aws:defaultTags"]["tags"]
+    assert {"Owner", "CostCenter"} <= set(default_tags)
+
+
+# -- stack outputs -------------------------------------------------------------------------------
+def test_stack_outputs_are_the_contracts(program: ProgramRun) -> None:
+    assert set(program.outputs) == CONTRACT_OUTPUTS
+    region = region_of(program)
+    assert program.outputs["clusterName"] == f"falco-{region}"
+    assert program.outputs["hubArn"].startswith(f"arn:aws:securityhub:{region}:")
+    for name in CONTRACT_OUTPUTS - {"aggregatorArn"}:
+        assert program.outputs[name], name
+
+
+def test_kubeconfig_is_a_secret_output(program: ProgramRun) -> None:
+    assert program.secret_outputs == {"kubeconfig"}
+    assert json.loads(program.outputs["kubeconfig"])["kind"] == "Config"
+
+
+def test_aggregator_arn_only_in_the_home_region(home: ProgramRun, linked: ProgramRun) -> None:
+    assert home.outputs["aggregatorArn"].startswith(f"arn:aws:securityhub:{HOME}:")
+    assert linked.outputs["aggregatorArn"] is None
+
+
+def test_findings_console_url_opens_falco_findings_in_the_home_region(program: ProgramRun) -> None:
+    url = program.outputs["findingsConsoleUrl"]
+    assert url.startswith(f"https://{HOME}.console.aws.amazon.com/securityhub/home?region={HOME}#")
+    encoded_name = FALCO_PRODUCT_NAME.replace(" ", "%2520")
+    assert url.endswith(
+        f"#/findings?search=ProductName%3D%255Coperator%255C%253AEQUALS%255C%253A{encoded_name}"
+    )
