@@ -84,7 +84,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         )
         return resource_id, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.calls.append((args.token, dict(args.args)))
         region = args.args.get("region") or self.region
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -93,18 +93,28 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/mock",
                 "userId": "AIDAMOCK",
                 "id": ACCOUNT_ID,
-            }, None
+            }
         if args.token == "aws:index/getRegion:getRegion":
-            return {"name": region, "region": region, "id": region}, None
+            return {"name": region, "region": region, "id": region}
         if args.token == "aws:index/getPartition:getPartition":
             return {
                 "partition": "aws",
                 "dnsSuffix": "amazonaws.com",
                 "id": "aws",
-            }, None
+            }
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{suffix}" for suffix in "abc"]
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(3)]}, None
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(3)]}
+        if args.token == "aws:ssm/getParameter:getParameter":
+            name = str(args.args["name"])
+            if name.startswith("/aws/service/powertools/python/"):
+                # AWS's public parameter: the value is the managed layer's ARN for that version.
+                _, arch, runtime, _version = name.rsplit("/", 3)
+                value = (
+                    f"arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-"
+                    f"{runtime.replace('.', '')}-{arch}:99"
+                )
+                return {"name": name, "value": value, "insecureValue": value, "type": "String"}
         # Anything else is a data source the program should not depend on in tests: say so.
         raise NotImplementedError(f"mock has no answer for data source {args.token}")
 

@@ -40,26 +40,6 @@ def stack_config(stack_name: str) -> dict[str, Any]:
     return config
 
 
-def tolerate_invoke_answers(mocks: RecordingMocks) -> RecordingMocks:
-    """Let data-source answers of the shape ``(outputs, None)`` through the mock monitor.
-
-    ``pulumi.runtime.mocks.MockMonitor.Invoke`` accepts a dict or ``(outputs, failures)`` with
-    ``failures`` iterable; the fixture's ``call`` answers ``(outputs, None)``, which fails every
-    invoke (``aws.get_caller_identity``, ``aws.get_availability_zones``) with "'NoneType' object
-    is not iterable". Harmless once the fixture answers with a dict or an empty failure list.
-    """
-    answer = mocks.call
-
-    def call(args: pulumi.runtime.MockCallArgs) -> Any:
-        result = answer(args)
-        if isinstance(result, tuple) and result[1] is None:
-            return result[0]
-        return result
-
-    mocks.call = call  # type: ignore[method-assign]
-    return mocks
-
-
 def record_dependencies() -> dict[str, set[str]]:
     """Resource -> names of the resources it waits for, as the engine would see them.
 
@@ -95,9 +75,7 @@ class ProgramRun:
 
 def run_program(stack_name: str, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
     config = {**stack_config(stack_name), **(config_overrides or {})}
-    mocks = tolerate_invoke_answers(
-        configure_pulumi_mocks(stack=stack_name, region=config["aws:region"], config=config)
-    )
+    mocks = configure_pulumi_mocks(stack=stack_name, region=config["aws:region"], config=config)
     run = ProgramRun(mocks=mocks, config=config, dependencies=record_dependencies())
 
     async def collect_outputs() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import pulumi
 import pytest
 from conftest import ACCOUNT_ID, RecordedResource, RecordingMocks, configure_pulumi_mocks
-from program_runner import tolerate_invoke_answers
 
 from components.network import (
     Network,
@@ -23,12 +22,6 @@ SUBNET = "aws:ec2/subnet:Subnet"
 ROUTE = "aws:ec2/route:Route"
 ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 NAT = "aws:ec2/natGateway:NatGateway"
-
-
-@pytest.fixture
-def pulumi_mocks(pulumi_mocks: RecordingMocks) -> RecordingMocks:
-    # The network asks for the region's availability zones.
-    return tolerate_invoke_answers(pulumi_mocks)
 
 
 def args(**overrides: Any) -> NetworkArgs:
@@ -209,7 +202,7 @@ def test_subnet_layout_is_stable_when_zones_are_added() -> None:
 
 
 def test_eu_west_1_zones_come_from_the_stack_region() -> None:
-    mocks = tolerate_invoke_answers(configure_pulumi_mocks(stack="eu-west-1", region="eu-west-1"))
+    mocks = configure_pulumi_mocks(stack="eu-west-1", region="eu-west-1")
     try:
         declare(region="eu-west-1")
     finally:
