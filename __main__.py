@@ -103,7 +103,6 @@ pipeline = FindingsPipeline(
         reserved_concurrency=settings.lambda_reserved_concurrency,
         min_priority=settings.findings_minimum_priority,
         alarm_email=settings.alarm_email,
-        powertools_layer_version=settings.powertools_layer_version,
         security_hub=hub.account,
         tags=tags,
     ),

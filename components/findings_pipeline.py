@@ -44,13 +44,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = aws.lambda_.Runtime.PYTHON3D12
 ARCHITECTURE = "arm64"
 
-# Powertools version in requirements.txt (a test checks they agree). The layer *number* for it is
-# FindingsPipelineArgs.powertools_layer_version; AWS publishes the mapping as a public parameter:
-#   aws ssm get-parameter --region <region> --query Parameter.Value --output text \
-#     --name /aws/service/powertools/python/arm64/python3.12/3.37.0
+# The Powertools version in requirements.txt (a test checks they agree): the tests run against it,
+# so the function gets the same one. AWS publishes each version's layer ARN, per region,
+# architecture and Python version, as a public SSM parameter; reading it at deploy time pins the
+# exact version without hard-coding a layer number that differs between releases.
 POWERTOOLS_VERSION = "3.37.0"
-# Account that publishes the Powertools layers in the commercial partition.
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 
 SERVICE_NAME = "falco-securityhub"
 METRICS_NAMESPACE = "FalcoSecurityHub"
@@ -94,7 +92,6 @@ class FindingsPipelineArgs:
     reserved_concurrency: int
     min_priority: str
     alarm_email: str | None
-    powertools_layer_version: int
     security_hub: pulumi.Resource
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -131,18 +128,10 @@ def custom_product_arn(partition: str, region: str, account_id: str) -> str:
     return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
 
 
-def powertools_layer_arn(partition: str, region: str, version: int) -> str:
-    """The AWS-managed Powertools v3 layer matching RUNTIME and ARCHITECTURE."""
-    if partition != "aws":
-        # China and GovCloud publish the layer from other accounts and not in every region.
-        raise ValueError(
-            f"the Powertools layer is pinned for the commercial partition only, not {partition!r}"
-        )
-    python_tag = RUNTIME.value.replace(".", "")  # "python3.12" -> "python312"
-    return (
-        f"arn:{partition}:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-{python_tag}-{ARCHITECTURE}:{version}"
-    )
+def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:
+    """The public SSM parameter whose value is the AWS-managed Powertools layer ARN for
+    RUNTIME and ARCHITECTURE (e.g. ``/aws/service/powertools/python/arm64/python3.12/3.37.0``)."""
+    return f"/aws/service/powertools/python/{ARCHITECTURE}/{RUNTIME.value}/{version}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,6 +451,9 @@ class FindingsPipeline(pulumi.ComponentResource):
         )
 
         # -- function -----------------------------------------------------------------------
+        powertools_layer = aws.ssm.get_parameter_output(
+            name=powertools_layer_parameter(), opts=pulumi.InvokeOutputOptions(parent=self)
+        )
         code = pulumi.AssetArchive(
             {path: pulumi.FileAsset(str(PROJECT_ROOT / path)) for path in HANDLER_MODULES}
         )
@@ -474,9 +466,7 @@ class FindingsPipeline(pulumi.ComponentResource):
             runtime=RUNTIME,
             architectures=[ARCHITECTURE],
             code=code,
-            layers=[
-                powertools_layer_arn(args.partition, args.region, args.powertools_layer_version)
-            ],
+            layers=[powertools_layer.value],
             memory_size=args.lambda_memory_mb,
             timeout=args.lambda_timeout_seconds,
             # Reserved concurrency C bounds the BatchImportFindings rate, whose quota is 10 req/s

@@ -236,11 +236,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "an integer >= 1",
     ),
     SettingSpec(
-        "powertoolsLayerVersion", "integer", 27,
-        "Version of the AWS-managed Powertools for AWS Lambda (Python) V3 layer.",
-        "an integer >= 1",
-    ),
-    SettingSpec(
         "alarmEmail", "string", "",
         "E-mail subscribed to the pipeline's alarm topic; empty means no subscription.",
         "empty, or an e-mail address",
@@ -314,7 +309,6 @@ class Settings:
     lambda_memory_mb: int
     lambda_timeout_seconds: int
     lambda_reserved_concurrency: int
-    powertools_layer_version: int
     alarm_email: str | None
     enable_default_standards: bool
     triage_principal_arns: tuple[str, ...]
@@ -498,7 +492,6 @@ def load_settings(
     memory = _bounded(r, "lambdaMemoryMb", 128, 10240)
     timeout = _bounded(r, "lambdaTimeoutSeconds", 1, 900)
     concurrency = _bounded(r, "lambdaReservedConcurrency", 1, None)
-    layer_version = _bounded(r, "powertoolsLayerVersion", 1, None)
     alarm_email = r.string("alarmEmail")
     if alarm_email and not _EMAIL.match(alarm_email):
         r.problem("alarmEmail", alarm_email, "not an e-mail address")
@@ -544,7 +537,6 @@ def load_settings(
         lambda_memory_mb=memory,
         lambda_timeout_seconds=timeout,
         lambda_reserved_concurrency=concurrency,
-        powertools_layer_version=layer_version,
         alarm_email=alarm_email or None,
         enable_default_standards=enable_standards,
         triage_principal_arns=tuple(triage_arns),

@@ -81,7 +81,6 @@ def base_args(region: str = "us-east-1", **overrides: Any) -> FindingsPipelineAr
         reserved_concurrency=3,
         min_priority="Notice",
         alarm_email=None,
-        powertools_layer_version=17,
         security_hub=None,  # type: ignore[arg-type]  # filled in by declare_pipeline
         tags={"project": "falco-securityhub"},
     )
@@ -258,9 +257,14 @@ def test_function_environment_is_the_contracts(declared: Declared) -> None:
 def test_function_uses_the_aws_managed_powertools_layer_for_its_runtime(
     declared_eu: Declared,
 ) -> None:
+    # The mocks answer AWS's public parameter like SSM does: with that region's layer ARN.
     assert declared_eu.one(FUNCTION).inputs["layers"] == [
-        "arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-arm64:17"
+        "arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-arm64:99"
     ]
+    assert (
+        "aws:ssm/getParameter:getParameter",
+        {"name": f"/aws/service/powertools/python/arm64/python3.12/{POWERTOOLS_VERSION}"},
+    ) in [(token, {"name": a.get("name")}) for token, a in declared_eu.mocks.calls]
 
 
 def test_runtime_is_one_pulumi_aws_knows() -> None:
@@ -271,14 +275,9 @@ def test_layer_is_pinned_to_the_powertools_version_in_requirements() -> None:
     requirements = (PROJECT_ROOT / "requirements.txt").read_text()
     [pinned] = re.findall(r"^aws-lambda-powertools==(\S+)", requirements, flags=re.M)
     assert pinned == POWERTOOLS_VERSION, (
-        "requirements.txt moved Powertools: update POWERTOOLS_VERSION and the layer version "
-        "(see the SSM parameter named next to POWERTOOLS_VERSION)"
+        "requirements.txt moved Powertools: update POWERTOOLS_VERSION so the function's layer "
+        "matches the version the tests run"
     )
-
-
-def test_layer_outside_the_commercial_partition_is_refused() -> None:
-    with pytest.raises(ValueError, match="aws-cn"):
-        findings_pipeline.powertools_layer_arn("aws-cn", "cn-north-1", 17)
 
 
 def test_function_logs_go_to_its_own_encrypted_group(declared: Declared) -> None:

@@ -221,7 +221,6 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("lambdaTimeoutSeconds", 0, "out of range"),
     ("lambdaTimeoutSeconds", 901, "out of range"),
     ("lambdaReservedConcurrency", 0, "out of range"),
-    ("powertoolsLayerVersion", 0, "out of range"),
     ("alarmEmail", "secops-at-example.com", "not an e-mail address"),
     ("memberAccounts", ["111122223333"], "not <12-digit account id>:<e-mail>"),
     ("memberAccounts", ["1111:sec@example.com"], "not <12-digit account id>:<e-mail>"),
