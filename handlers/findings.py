@@ -1,0 +1,970 @@
+"""Falco alert -> ASFF finding: mapping, filtering, coalescing and every ASFF limit. Pure: no AWS
+client, no environment, no clock.
+
+Decisions a reader needs (the tests pin each one):
+
+* ``Id`` = ``falco/alert/<sha256>`` of the alert's identity: rule, priority, source, hostname, the
+  event time (normalised to UTC) and ``output``. Re-delivery of the same log event gives the same
+  Id, so Security Hub updates the finding instead of adding one; any other alert, including the
+  same rule a nanosecond later, gets another. Without ``output`` the output fields stand in;
+  without a usable event time the CloudWatch log event id does.
+* ``GeneratorId`` = ``falco/rule/<slug of the rule name>``, stable per rule.
+* Times: ``time`` (RFC 3339, up to 9 fractional digits, normalised to ``Z``), else
+  ``output_fields["evt.time"]`` (integer ns), else the CloudWatch event timestamp (ms).
+* Severity: Emergency/Alert/Critical -> CRITICAL, Error -> HIGH, Warning -> MEDIUM, Notice -> LOW,
+  Informational/Debug -> INFORMATIONAL; ``Original`` is Falco's priority.
+* Types: MITRE tags -> ASFF types (``TACTIC_TYPES``); technique tags become classifiers under each
+  tactic (``TTPs/Execution/T1059``). Without a MITRE tag: ``Unusual Behaviors/Container`` for a
+  container, ``/Process`` for a host or unknown process, ``/User`` for audit-log sources
+  (k8s_audit, cloud audit logs), ``/Application`` for other plugin sources.
+* Resources, primary first: the container (``k8s/<cluster>/<ns>/pods/<pod>/<container>``) or the
+  Kubernetes object of an audit event (``k8s/<cluster>/<ns>/<resource>/<name>``, ``-`` where a part
+  is unknown); for syscall alerts the node (``AwsEc2Instance`` when the instance id is known, else
+  ``Other`` ``k8s/<cluster>/-/nodes/<node>``); the EKS cluster when its name is known.
+* ProductFields: ``falco/rule``, ``falco/priority``, ``falco/source``, ``falco/tags``,
+  ``falco/hostname``, ``falco/log_event_id``, and each non-null output field as
+  ``falco/output_fields/<key>``; at most ``OWN_PRODUCT_FIELDS`` (45) pairs so the
+  ``aws/securityhub/*`` keys Security Hub adds still fit in 50. When output fields do not fit,
+  container/k8s/proc/user/fd/ka fields go first and ``falco/output_fields_dropped`` counts the rest.
+* Text over a limit is cut with ``TRUNCATION_MARKER``; identifiers over a limit are cut with the
+  marker and a hash of the full value, so they stay distinct. Lengths are counted in UTF-16 code
+  units, the stricter of the two ways a Java-based API can count them. Control characters are
+  escaped (``\\n``) so a hostile command line cannot forge lines in a console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from handlers.alerts import (
+    FALCO_PRIORITIES,
+    PRIORITY_BY_LOWER,
+    AlertRecord,
+    Skip,
+    event_time_ns,
+    falco_time_from_ns,
+)
+
+__all__ = [
+    "FALCO_PRIORITIES",
+    "FindingContext",
+    "coalesce",
+    "filter_alert",
+    "parse_priority",
+    "to_finding",
+]
+
+SCHEMA_VERSION = "2018-10-08"
+COMPANY_NAME = "Falco"
+PRODUCT_NAME = "Falco runtime security"
+
+# ASFF limits: AwsSecurityFinding in the Security Hub API reference, and BatchImportFindings.
+MAX_ID_LENGTH = 512
+MAX_GENERATOR_ID_LENGTH = 512
+MAX_TITLE_LENGTH = 256
+MAX_DESCRIPTION_LENGTH = 1024
+MAX_TYPES = 50
+MAX_RESOURCES = 32
+MAX_PRODUCT_FIELDS = 50
+MAX_PRODUCT_FIELD_KEY_LENGTH = 128
+MAX_PRODUCT_FIELD_VALUE_LENGTH = 2048
+MAX_SEVERITY_ORIGINAL_LENGTH = 64
+MAX_PROCESS_NAME_LENGTH = 64
+MAX_PROCESS_PATH_LENGTH = 512
+MAX_DETAILS_OTHER = 50
+# "240 KB per finding": read as 240,000 bytes of JSON, the stricter reading.
+MAX_FINDING_BYTES = 240_000
+MAX_INTEGER = 2**31 - 1  # ASFF Integer fields (Pid, ParentPid) are Java ints
+
+# Our own caps where ASFF documents none, chosen so that everything outside ProductFields and
+# Description stays far below MAX_FINDING_BYTES whatever the input.
+OWN_PRODUCT_FIELDS = 45  # leaves room for the aws/securityhub/* keys Security Hub adds
+MAX_RESOURCE_ID_LENGTH = 512
+MAX_DETAIL_LENGTH = 512
+
+TRUNCATION_MARKER = "…[truncated]"
+
+SEVERITY_LABELS = {
+    "Emergency": "CRITICAL",
+    "Alert": "CRITICAL",
+    "Critical": "CRITICAL",
+    "Error": "HIGH",
+    "Warning": "MEDIUM",
+    "Notice": "LOW",
+    "Informational": "INFORMATIONAL",
+    "Debug": "INFORMATIONAL",
+}
+_PRIORITY_RANK = {name: rank for rank, name in enumerate(FALCO_PRIORITIES)}
+
+# falcosecurity/rules tactic tags (mitre_<tactic>) -> ASFF types taxonomy. ASFF's TTPs categories
+# follow ATT&CK but have no Reconnaissance, Exfiltration or Impact: reconnaissance inside a running
+# container or host (whoami, id, uname) is discovery; exfiltration and impact are what ASFF files
+# under Effects. Resource development (pre-attack, no falcosecurity rule uses it) maps to nothing.
+TACTIC_TYPES = {
+    "initial_access": "TTPs/Initial Access",
+    "execution": "TTPs/Execution",
+    "persistence": "TTPs/Persistence",
+    "privilege_escalation": "TTPs/Privilege Escalation",
+    "defense_evasion": "TTPs/Defense Evasion",
+    "credential_access": "TTPs/Credential Access",
+    "discovery": "TTPs/Discovery",
+    "reconnaissance": "TTPs/Discovery",
+    "lateral_movement": "TTPs/Lateral Movement",
+    "collection": "TTPs/Collection",
+    "command_and_control": "TTPs/Command and Control",
+    "exfiltration": "Effects/Data Exfiltration",
+    # ATT&CK's Impact is "manipulate, interrupt, or destroy systems and data"; the technique
+    # refines it (IMPACT_TECHNIQUE_TYPES), destruction is the default.
+    "impact": "Effects/Data Destruction",
+}
+IMPACT_TECHNIQUE_TYPES = {
+    "T1496": "Effects/Resource Consumption",  # resource hijacking (crypto miners)
+    "T1485": "Effects/Data Destruction",
+    "T1486": "Effects/Data Destruction",
+    "T1490": "Effects/Data Destruction",
+    "T1491": "Effects/Data Destruction",
+    "T1561": "Effects/Data Destruction",
+    "T1565": "Effects/Data Destruction",
+    "T1489": "Effects/Denial of Service",
+    "T1498": "Effects/Denial of Service",
+    "T1499": "Effects/Denial of Service",
+    "T1529": "Effects/Denial of Service",
+    "T1531": "Effects/Denial of Service",
+}
+# Falco rules also tag tactics by id (e.g. TA0003 on "Drop and execute new binary in container").
+TACTIC_IDS = {
+    "TA0001": "initial_access",
+    "TA0002": "execution",
+    "TA0003": "persistence",
+    "TA0004": "privilege_escalation",
+    "TA0005": "defense_evasion",
+    "TA0006": "credential_access",
+    "TA0007": "discovery",
+    "TA0008": "lateral_movement",
+    "TA0009": "collection",
+    "TA0010": "exfiltration",
+    "TA0011": "command_and_control",
+    "TA0040": "impact",
+    "TA0043": "reconnaissance",
+}
+CONTAINER_BEHAVIOR = "Unusual Behaviors/Container"
+PROCESS_BEHAVIOR = "Unusual Behaviors/Process"
+USER_BEHAVIOR = "Unusual Behaviors/User"
+APPLICATION_BEHAVIOR = "Unusual Behaviors/Application"
+# Plugin sources whose events are actions of an identity against an API.
+AUDIT_LOG_SOURCES = frozenset({"k8s_audit", "aws_cloudtrail", "gcp_auditlog", "okta", "github"})
+SYSCALL_SOURCES = frozenset({"syscall", "syscalls"})
+
+# The output fields an analyst reaches for first; they win when not all fit in ProductFields.
+IMPORTANT_FIELD_PREFIXES = ("container.", "k8s.", "proc.", "user.", "fd.", "ka.")
+# Falco's fields that differ between otherwise identical alerts only because time passed:
+# evt.time and evt.time.* (the event time), and the other renderings of time Falco has.
+TIME_FIELDS = frozenset(
+    {
+        "evt.time",
+        "evt.time.s",
+        "evt.time.iso8601",
+        "evt.datetime",
+        "evt.datetime.s",
+        "evt.rawtime",
+        "evt.rawtime.s",
+        "evt.rawtime.ns",
+        "evt.reltime",
+        "evt.reltime.s",
+        "evt.reltime.ns",
+        "evt.deltatime",
+        "evt.deltatime.s",
+        "evt.deltatime.ns",
+    }
+)
+
+OUTPUT_FIELD_PREFIX = "falco/output_fields/"
+DROPPED_FIELDS_KEY = "falco/output_fields_dropped"
+
+_TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?", re.IGNORECASE | re.ASCII)
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII
+)
+# Falco starts `output` with the event time: "13:44:05.478445995: " or, with
+# time_format_iso_8601, "2016-08-04T16:17:57.881785348+0000: ".
+_OUTPUT_TIME_PREFIX = re.compile(
+    r"(?:\d{4}-\d{2}-\d{2}T)?\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?: ",
+    re.ASCII,
+)
+_SLUG_BREAK = re.compile(r"[^a-z0-9]+")
+# Control characters would let an alert forge lines in consoles and tickets; show them escaped.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+_NOT_AVAILABLE = "<NA>"  # how Falco renders a field it could not resolve
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_FIELDS: dict[str, Any] = {}
+_KEYS_KEYED_APART = frozenset({"time", "output", "output_fields", "priority"})
+_SHORT_INTEGER = 10**18  # prints in far fewer characters than a ProductFields value may hold
+_SHORT_TEXT = MAX_PRODUCT_FIELD_VALUE_LENGTH // 2
+# Upper bound on the JSON of everything but ProductFields and Description. The caps above keep it
+# small: an alert with every capped field at its limit in emoji (12 bytes of JSON each) and 50
+# Types comes to ~44 KB (tests/test_findings.py builds that alert).
+_OTHER_FIELDS_MAX_BYTES = 64_000
+
+
+@dataclass(frozen=True, slots=True)
+class FindingContext:
+    account_id: str
+    region: str
+    partition: str = "aws"
+    cluster_name: str | None = None  # default when the record does not carry one (env CLUSTER_NAME)
+    min_priority: str = "Debug"  # alerts below it are skipped ("below_min_priority")
+
+    def __post_init__(self) -> None:
+        # A bad MIN_PRIORITY fails the cold start with a message naming the allowed values,
+        # instead of failing (or silently passing) every alert later.
+        object.__setattr__(self, "min_priority", parse_priority(self.min_priority))
+
+
+def parse_priority(value: str) -> str:
+    """Falco priority in any letter case -> its canonical title-case name."""
+    canonical = PRIORITY_BY_LOWER.get(value.strip().lower()) if isinstance(value, str) else None
+    if canonical is None:
+        shown = value if not isinstance(value, str) or len(value) <= 32 else value[:32] + "…"
+        raise ValueError(
+            f"unknown Falco priority {shown!r}: expected one of {', '.join(FALCO_PRIORITIES)}"
+            " (any letter case)"
+        )
+    return canonical
+
+
+def filter_alert(record: AlertRecord, ctx: FindingContext) -> Skip | None:
+    """A Skip for alerts that should not become findings, else None."""
+    alert = record.alert
+    rule = alert.get("rule")
+    if alert.get("source") == "internal" or (
+        isinstance(rule, str) and rule.startswith("Falco internal:")
+    ):
+        # Falco's own health (dropped syscalls, ...) belongs in metrics, not in Security Hub.
+        return Skip(record.log_event_id, "internal_event", _short(f"Falco internal event: {rule}"))
+    priority = _canonical_priority(alert)
+    if _PRIORITY_RANK[priority] > _PRIORITY_RANK[ctx.min_priority]:
+        return Skip(
+            record.log_event_id,
+            "below_min_priority",
+            f"priority {priority} is below the minimum {ctx.min_priority}",
+        )
+    return None
+
+
+def to_finding(record: AlertRecord, ctx: FindingContext) -> dict[str, Any]:
+    """One ASFF finding for one alert, within every ASFF limit."""
+    observed = _observed_time(record)
+    return _finding(record, ctx, observed, observed, None)
+
+
+def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[str, Any]]:
+    """Alerts identical but for their time -> one finding each, in order of first appearance.
+
+    The finding is the earliest alert's (same Id as that alert alone would get), observed from
+    the earliest to the latest time; ProductFields add ``falco/occurrences``, ``falco/first_seen``
+    and ``falco/last_seen``. The same batch always gives the same findings, UpdatedAt included.
+    """
+    groups: dict[tuple[Any, ...], _Group] = {}
+    for record in records:
+        key = _coalesce_key(record)
+        try:
+            group = groups.get(key)
+        except TypeError:  # an unhashable value somewhere in the alert
+            key = _exact_coalesce_key(record)
+            group = groups.get(key)
+        observed = _observed_time(record)
+        if group is None:
+            groups[key] = _Group(record, observed, observed, 1)
+            continue
+        group.count += 1
+        if observed.ns < group.first.ns:
+            group.record, group.first = record, observed
+        if observed.ns > group.last.ns:
+            group.last = observed
+    return [
+        _finding(
+            group.record, ctx, group.first, group.last, group.count if group.count > 1 else None
+        )
+        for group in groups.values()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    ns: int  # for ordering
+    text: str  # RFC 3339, UTC, "Z"
+    from_alert: bool  # False: only the CloudWatch timestamp was usable
+
+
+@dataclass(slots=True)
+class _Group:
+    record: AlertRecord
+    first: _Observed
+    last: _Observed
+    count: int
+
+
+class _Alert:
+    """What the finding needs from one alert, read and checked once."""
+
+    __slots__ = (
+        "cluster",
+        "fields",
+        "hostname",
+        "is_audit",
+        "is_container",
+        "is_host",
+        "output",
+        "priority",
+        "record",
+        "rule",
+        "source",
+        "tags",
+    )
+
+    def __init__(self, record: AlertRecord, ctx: FindingContext) -> None:
+        alert = record.alert
+        rule = alert.get("rule")
+        if not isinstance(rule, str):
+            raise ValueError("the alert has no string 'rule': it did not come from parse_log_event")
+        fields = alert.get("output_fields")
+        output = alert.get("output")
+        tags = alert.get("tags")
+        self.record = record
+        self.rule = rule
+        self.priority = _canonical_priority(alert)
+        self.fields: dict[str, Any] = fields if isinstance(fields, dict) else _NO_FIELDS
+        self.output = output if isinstance(output, str) else None
+        self.tags = tuple(tag for tag in tags if isinstance(tag, str)) if type(tags) is list else ()
+        self.source = _clean(alert.get("source"))
+        self.hostname = _clean(alert.get("hostname"))
+        self.cluster = _clean(record.cluster_name) or _clean(ctx.cluster_name)
+        container_id = _clean(self.fields.get("container.id"))
+        # Falco < 0.30 sends no `source`: its audit alerts still give themselves away by ka.*.
+        self.is_audit = self.source == "k8s_audit" or (
+            self.source is None and any(key.startswith("ka.") for key in self.fields)
+        )
+        self.is_host = not self.is_audit and container_id == "host"
+        self.is_container = not self.is_audit and not self.is_host and container_id is not None
+
+    @property
+    def is_syscall(self) -> bool:
+        return not self.is_audit and (self.source is None or self.source in SYSCALL_SOURCES)
+
+    def field(self, key: str) -> str | None:
+        return _clean(self.fields.get(key))
+
+
+def _finding(
+    record: AlertRecord,
+    ctx: FindingContext,
+    first: _Observed,
+    last: _Observed,
+    occurrences: int | None,
+) -> dict[str, Any]:
+    alert = _Alert(record, ctx)
+    types = list(_mitre_types(alert.tags)) or [_behavior_type(alert)]
+    severity = {"Label": SEVERITY_LABELS[alert.priority], "Original": alert.priority}
+    description, description_cut = _description(alert)
+    finding: dict[str, Any] = {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": f"falco/alert/{_identity_digest(alert, first)}",
+        "ProductArn": (
+            f"arn:{ctx.partition}:securityhub:{ctx.region}:{ctx.account_id}"
+            f":product/{ctx.account_id}/default"
+        ),
+        "GeneratorId": _generator_id(alert.rule),
+        "AwsAccountId": ctx.account_id,
+        "Region": ctx.region,
+        "CompanyName": COMPANY_NAME,
+        "ProductName": PRODUCT_NAME,
+        # Both copies, on purpose. FindingProviderFields is the provider's own record of Severity
+        # and Types: AWS asks providers to send them there, Security Hub keeps it when analysts
+        # change the top-level values with BatchUpdateFindings, and later imports update the top
+        # level from it only where analysts have not. The top-level Severity and Types are what
+        # the console, insights, filters and automation rules read, and what tools that only
+        # know the original ASFF expect; sending them too makes a new finding complete at once.
+        "Types": types,
+        "Severity": severity,
+        "FindingProviderFields": {"Severity": dict(severity), "Types": list(types)},
+        "Title": _truncate(_text(alert.rule), MAX_TITLE_LENGTH),
+        "Description": description,
+        "CreatedAt": first.text,
+        "UpdatedAt": last.text,
+        "FirstObservedAt": first.text,
+        "LastObservedAt": last.text,
+        "Resources": _resources(alert, ctx),
+    }
+    process = _process(alert.fields)
+    if process:
+        finding["Process"] = process
+    finding["ProductFields"] = _product_fields(
+        alert, first, last, occurrences, full_output=description_cut
+    )
+    _fit_finding_size(finding)
+    return finding
+
+
+def _canonical_priority(alert: dict[str, Any]) -> str:
+    return parse_priority(alert.get("priority"))  # type: ignore[arg-type]
+
+
+def _observed_time(record: AlertRecord) -> _Observed:
+    alert = record.alert
+    value = alert.get("time")
+    if isinstance(value, str):
+        parsed = _parse_rfc3339(value)
+        if parsed is not None:
+            return parsed
+    ns = event_time_ns(alert.get("output_fields"))
+    if ns is not None:
+        with contextlib.suppress(OverflowError, ValueError):
+            return _Observed(ns, falco_time_from_ns(ns), True)
+    milliseconds = record.timestamp_ms
+    try:
+        seconds, fraction = divmod(milliseconds, 1000)
+        text = f"{_date_time_text(_EPOCH + timedelta(seconds=seconds))}.{fraction:03d}Z"
+    except (OverflowError, ValueError, TypeError):
+        milliseconds, text = 0, "1970-01-01T00:00:00.000Z"
+    return _Observed(milliseconds * 1_000_000, text, False)
+
+
+def _parse_rfc3339(value: str) -> _Observed | None:
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None
+    date_time, fraction, offset = match.groups()
+    utc = _utc_seconds(date_time, offset)
+    if utc is None:
+        return None
+    seconds, utc_text = utc
+    digits = fraction[:9] if fraction else ""  # RFC 3339 allows more; ASFF takes up to 9
+    ns = seconds * 1_000_000_000 + (int(digits.ljust(9, "0")) if digits else 0)
+    return _Observed(ns, f"{utc_text}.{digits}Z" if digits else f"{utc_text}Z", True)
+
+
+@lru_cache(maxsize=512)
+def _utc_seconds(date_time: str, offset: str) -> tuple[int, str] | None:
+    """("2024-05-25T13:44:05", "Z" | "+02:00") -> seconds since the epoch, UTC text. Cached:
+    a batch's alerts share most of their seconds."""
+    try:
+        moment = datetime(
+            int(date_time[0:4]),
+            int(date_time[5:7]),
+            int(date_time[8:10]),
+            int(date_time[11:13]),
+            int(date_time[14:16]),
+            int(date_time[17:19]),
+            tzinfo=UTC,
+        )
+        if offset not in ("Z", "z"):
+            shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[-2:]))
+            moment = moment - shift if offset[0] == "+" else moment + shift
+        return (moment - _EPOCH) // timedelta(seconds=1), _date_time_text(moment)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _date_time_text(moment: datetime) -> str:
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+
+
+def _identity_digest(alert: _Alert, observed: _Observed) -> str:
+    parts = [
+        alert.rule,
+        alert.priority,
+        alert.source or "",
+        alert.hostname or "",
+        observed.text if observed.from_alert else "",
+    ]
+    if not observed.from_alert:
+        # Without the event's own time, the log event id is what tells two alerts apart.
+        parts.append(alert.record.log_event_id)
+    parts.append(alert.output if alert.output is not None else _canonical_json(alert.fields))
+    identity = "\x1f".join(parts)
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def _generator_id(rule: str) -> str:
+    prefix = "falco/rule/"
+    slug = _SLUG_BREAK.sub("-", rule.lower()).strip("-")
+    if not slug:
+        # A rule named without ASCII letters or digits: name it by hash.
+        slug = "rule-" + _short_hash(rule)
+    return prefix + _identifier(slug, MAX_GENERATOR_ID_LENGTH - len(prefix))
+
+
+@lru_cache(maxsize=2048)
+def _mitre_types(tags: tuple[str, ...]) -> tuple[str, ...]:
+    tactics: list[str] = []
+    techniques: list[str] = []
+    for tag in tags:
+        lowered = tag.strip().lower()
+        if lowered.startswith("mitre_"):
+            tactic = lowered[len("mitre_") :]
+        elif lowered.upper() in TACTIC_IDS:
+            tactic = TACTIC_IDS[lowered.upper()]
+        else:
+            if _TECHNIQUE.fullmatch(lowered) and lowered.upper() not in techniques:
+                techniques.append(lowered.upper())
+            continue
+        if tactic in TACTIC_TYPES and tactic not in tactics:
+            tactics.append(tactic)
+
+    # Falco's tags do not say which technique belongs to which tactic, so each technique is
+    # classified under each tactic of the rule (falcosecurity rules carry one tactic).
+    types: dict[str, None] = {}  # an ordered set
+    for tactic in tactics:
+        if tactic == "impact":
+            effects = [(IMPACT_TECHNIQUE_TYPES.get(t.split(".")[0]), t) for t in techniques]
+            known = [(category, t) for category, t in effects if category is not None]
+            if known:
+                for category, technique in known:
+                    types[category] = None
+                    types[f"{category}/{technique}"] = None
+                continue
+        category = TACTIC_TYPES[tactic]
+        types[category] = None
+        for technique in techniques:
+            types[f"{category}/{technique}"] = None
+    return tuple(types)[:MAX_TYPES]
+
+
+def _behavior_type(alert: _Alert) -> str:
+    if alert.is_audit or alert.source in AUDIT_LOG_SOURCES:
+        return USER_BEHAVIOR
+    if not alert.is_syscall:
+        return APPLICATION_BEHAVIOR
+    return CONTAINER_BEHAVIOR if alert.is_container else PROCESS_BEHAVIOR
+
+
+def _description(alert: _Alert) -> tuple[str, bool]:
+    if alert.output is not None:
+        # The time prefix repeats FirstObservedAt, and would be wrong for a coalesced finding.
+        text = _text(_strip_time_prefix(alert.output))
+        if text.strip():
+            description = _truncate(text, MAX_DESCRIPTION_LENGTH)
+            return description, description is not text
+    # Falco's `output` is off or blank: say what is known instead of leaving a placeholder.
+    facts = [
+        f"{key}={_render_value(value)}"
+        for key, value in alert.fields.items()
+        if key.startswith(IMPORTANT_FIELD_PREFIXES) and _is_known(value)
+    ]
+    where = f" on {alert.hostname}" if alert.hostname else ""
+    text = f"Falco rule '{_text(alert.rule)}' ({alert.priority}) matched{where}"
+    if facts:
+        text += ": " + " ".join(facts)
+    return _truncate(text, MAX_DESCRIPTION_LENGTH), False
+
+
+def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
+    def resource(kind: str, resource_id: str, details: dict[str, Any] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Type": kind,
+            "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
+            "Partition": ctx.partition,
+            "Region": ctx.region,
+        }
+        if details:
+            entry["Details"] = details
+        return entry
+
+    record = alert.record
+    cluster = alert.cluster or "-"
+    resources: list[dict[str, Any]] = []
+    if alert.is_container:
+        name = alert.field("container.name") or alert.field("container.id") or "-"
+        namespace = alert.field("k8s.ns.name")
+        pod = alert.field("k8s.pod.name")
+        if namespace or pod:
+            container_ref = f"k8s/{cluster}/{namespace or '-'}/pods/{pod or '-'}/{name}"
+        else:
+            node = _clean(record.node_name) or alert.hostname or "-"
+            container_ref = f"container/{node}/{name}"
+        resources.append(resource("Container", container_ref, {"Container": _container(alert)}))
+    elif alert.is_audit:
+        kind = alert.field("ka.target.resource")
+        name = alert.field("ka.target.name")
+        if kind or name:
+            namespace = alert.field("ka.target.namespace")
+            other = {
+                label: value
+                for label, value in (
+                    ("Namespace", namespace),
+                    ("Resource", kind),
+                    ("Name", name),
+                    ("Subresource", alert.field("ka.target.subresource")),
+                )
+                if value
+            }
+            object_ref = f"k8s/{cluster}/{namespace or '-'}/{kind or '-'}/{name or '-'}"
+            resources.append(resource("Other", object_ref, {"Other": other}))
+
+    if alert.is_syscall:
+        # The node the event happened on: for host alerts the subject, for containers the place
+        # to cordon. Audit and cloud events happen in an API, not on Falco's node.
+        instance_id = _clean(record.instance_id)
+        node = _clean(record.node_name)
+        if instance_id:
+            arn = f"arn:{ctx.partition}:ec2:{ctx.region}:{ctx.account_id}:instance/{instance_id}"
+            resources.append(resource("AwsEc2Instance", arn, _instance_details(record.aws)))
+        elif node:
+            details = {"Other": {"Node": node}}
+            resources.append(resource("Other", f"k8s/{cluster}/-/nodes/{node}", details))
+
+    if alert.cluster:
+        arn = f"arn:{ctx.partition}:eks:{ctx.region}:{ctx.account_id}:cluster/{alert.cluster}"
+        details = {
+            "AwsEksCluster": {
+                "Name": alert.cluster,
+                "Arn": _identifier(arn, MAX_RESOURCE_ID_LENGTH),
+            }
+        }
+        resources.append(resource("AwsEksCluster", arn, details))
+    if not resources:
+        # ASFF wants at least one resource: name where the alert came from.
+        origin = f"falco/{alert.source or 'syscall'}/{alert.hostname or '-'}"
+        resources.append(resource("Other", origin, None))
+    return resources[:MAX_RESOURCES]
+
+
+def _container(alert: _Alert) -> dict[str, Any]:
+    name = alert.field("container.name") or alert.field("container.id") or "-"
+    details: dict[str, Any] = {"Name": name}
+    repository = alert.field("container.image.repository")
+    if repository:
+        tag = alert.field("container.image.tag")
+        details["ImageName"] = _truncate(
+            f"{repository}:{tag}" if tag else repository, MAX_DETAIL_LENGTH
+        )
+    full_id = alert.field("container.full_id")
+    if full_id:
+        # The issue asks for the full container id here: Falco does not report the image id.
+        details["ImageId"] = full_id
+    started = alert.fields.get("container.start_ts")
+    if type(started) is int and started > 0:
+        with contextlib.suppress(OverflowError, ValueError):
+            details["LaunchedAt"] = falco_time_from_ns(started)
+    privileged = alert.fields.get("container.privileged")
+    if type(privileged) is bool:
+        details["Privileged"] = privileged
+    return details
+
+
+def _instance_details(aws: dict[str, str] | None) -> dict[str, Any] | None:
+    if not aws:
+        return None
+    details: dict[str, Any] = {}
+    for key, field in (("ec2_instance_type", "Type"), ("ami_id", "ImageId"), ("vpc_id", "VpcId")):
+        value = _clean(aws.get(key))
+        if value:
+            details[field] = value
+    private_ip = _clean(aws.get("private_ip"))
+    if private_ip:
+        details["IpV4Addresses"] = [private_ip]
+    return {"AwsEc2Instance": details} if details else None
+
+
+def _process(fields: dict[str, Any]) -> dict[str, Any]:
+    if not fields:
+        return {}
+    process: dict[str, Any] = {}
+    name = _clean(fields.get("proc.name"), MAX_PROCESS_NAME_LENGTH)
+    if name:
+        process["Name"] = name
+    path = _clean(fields.get("proc.exepath"), MAX_PROCESS_PATH_LENGTH)
+    if path:
+        process["Path"] = path
+    for key, field in (("proc.pid", "Pid"), ("proc.ppid", "ParentPid")):
+        value = fields.get(key)
+        if type(value) is int and 0 <= value <= MAX_INTEGER:
+            process[field] = value
+    return process
+
+
+def _product_fields(
+    alert: _Alert,
+    first: _Observed,
+    last: _Observed,
+    occurrences: int | None,
+    *,
+    full_output: bool,
+) -> dict[str, str]:
+    product_fields = {
+        "falco/rule": _truncate(_text(alert.rule), MAX_PRODUCT_FIELD_VALUE_LENGTH),
+        "falco/priority": alert.priority,
+    }
+    # source, hostname and the log event id come through _clean, within MAX_DETAIL_LENGTH.
+    if alert.source:
+        product_fields["falco/source"] = alert.source
+    if alert.tags:
+        tags = _text(",".join(alert.tags))
+        if tags.strip():
+            product_fields["falco/tags"] = _truncate(tags, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+    if alert.hostname:
+        product_fields["falco/hostname"] = alert.hostname
+    log_event_id = _clean(alert.record.log_event_id)
+    if log_event_id:
+        product_fields["falco/log_event_id"] = log_event_id
+    if occurrences is not None:
+        product_fields["falco/occurrences"] = str(occurrences)
+        product_fields["falco/first_seen"] = first.text
+        product_fields["falco/last_seen"] = last.text
+    if full_output and alert.output is not None:
+        # The description had to be cut: keep more of Falco's output here.
+        output = _text(alert.output)
+        product_fields["falco/output"] = _truncate(output, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+
+    room = OWN_PRODUCT_FIELDS - len(product_fields)
+    fields = alert.fields
+    if len(fields) > room:
+        fields, dropped = _fields_that_fit(fields, room - 1)  # one pair goes to the count
+        if dropped:
+            product_fields[DROPPED_FIELDS_KEY] = str(dropped)
+    for key, value in fields.items():
+        # The hot loop: most values are short printable strings or integers. A printable string
+        # has no control characters or lone surrogates, and at most half the value limit in
+        # characters is within it in UTF-16 code units too.
+        kind = type(value)
+        if kind is str:
+            if value.isprintable() and len(value) <= _SHORT_TEXT and value.strip():
+                if value != _NOT_AVAILABLE:
+                    product_fields[_output_field_key(key)] = value
+                continue
+        elif kind is int:
+            if -_SHORT_INTEGER < value < _SHORT_INTEGER:
+                product_fields[_output_field_key(key)] = str(value)
+                continue
+        elif value is None:
+            continue  # "not known": leaving it out keeps room for fields that are
+        product_fields[_output_field_key(key)] = _render_value(value)
+    return product_fields
+
+
+def _fields_that_fit(fields: dict[str, Any], room: int) -> tuple[dict[str, Any], int]:
+    """At most ``room`` known fields, the ones an analyst reaches for first, and how many of the
+    known fields did not fit."""
+    known = [(key, value) for key, value in fields.items() if _is_known(value)]
+    if len(known) <= room + 1:
+        return dict(known), 0
+    important = [item for item in known if item[0].startswith(IMPORTANT_FIELD_PREFIXES)]
+    others = [item for item in known if not item[0].startswith(IMPORTANT_FIELD_PREFIXES)]
+    kept = (important + others)[:room]
+    return dict(kept), len(known) - len(kept)
+
+
+def _is_known(value: Any) -> bool:
+    return value is not None and value != _NOT_AVAILABLE
+
+
+@lru_cache(maxsize=4096)
+def _output_field_key(key: str) -> str:
+    room = MAX_PRODUCT_FIELD_KEY_LENGTH - len(OUTPUT_FIELD_PREFIX)
+    return OUTPUT_FIELD_PREFIX + _identifier(_text(key) or "-", room)
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, str):
+        text = _text(value)
+    elif isinstance(value, bool):
+        return "true" if value else "false"
+    elif isinstance(value, int | float):
+        try:
+            text = repr(value)
+        except ValueError:  # an integer too long to print
+            return "<integer too large to show>"
+    else:
+        text = _canonical_json(value)
+    if not text.strip():
+        # ASFF values need a non-blank character: show the blank value quoted instead.
+        text = json.dumps(text)
+    return _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+
+
+def _fit_finding_size(finding: dict[str, Any]) -> None:
+    """Shrink ProductFields, then the Description, until the finding fits MAX_FINDING_BYTES."""
+    product_fields: dict[str, str] = finding["ProductFields"]
+    # Only ProductFields and Description can approach the limit (_OTHER_FIELDS_MAX_BYTES bounds
+    # the rest), so bound their JSON without serialising: after _text, an ASCII character costs
+    # at most 2 bytes (escaped quote or backslash), any other at most 12 ("\ud83d\ude00").
+    values = product_fields.values()
+    characters = sum(map(len, values)) + sum(map(len, product_fields))
+    characters += len(finding["Description"])
+    ascii_only = all(map(str.isascii, values)) and all(map(str.isascii, product_fields))
+    per_character = 2 if ascii_only and finding["Description"].isascii() else 12
+    bound = _OTHER_FIELDS_MAX_BYTES + characters * per_character + 8 * (len(product_fields) + 1)
+    if bound <= MAX_FINDING_BYTES:
+        return
+    cap = MAX_PRODUCT_FIELD_VALUE_LENGTH
+    while _json_size(finding) > MAX_FINDING_BYTES:
+        if cap > 64:
+            cap //= 2
+            for key, value in product_fields.items():
+                product_fields[key] = _truncate(value, cap)
+        elif any(key.startswith(OUTPUT_FIELD_PREFIX) for key in product_fields):
+            dropped = [key for key in product_fields if key.startswith(OUTPUT_FIELD_PREFIX)]
+            for key in dropped:
+                del product_fields[key]
+            earlier = int(product_fields.get(DROPPED_FIELDS_KEY, "0"))
+            product_fields[DROPPED_FIELDS_KEY] = str(earlier + len(dropped))
+        else:
+            finding["Description"] = _truncate(finding["Description"], MAX_TITLE_LENGTH)
+            return
+
+
+def _json_size(finding: dict[str, Any]) -> int:
+    # ensure_ascii output is never shorter than the UTF-8 the SDK sends.
+    return len(json.dumps(finding, separators=(",", ":")))
+
+
+def _coalesce_key(record: AlertRecord) -> tuple[Any, ...]:
+    """Everything about the alert but its time, as one hashable value.
+
+    Built from the values json.loads already made (strings cache their hash), with each value's
+    type so that 1, 1.0 and true stay different. An unhashable value (a list in a list, an
+    object) makes the lookup raise TypeError; coalesce then falls back to _exact_coalesce_key.
+    """
+    alert = record.alert
+    fields = alert.get("output_fields")
+    if type(fields) is dict:
+        moments = TIME_FIELDS.intersection(fields)
+        if moments:
+            fields = dict(fields)
+            for key in moments:
+                del fields[key]
+        values = tuple(fields.values())
+        frozen_fields: Any = (tuple(fields), values, tuple(map(type, values)))
+    else:
+        frozen_fields = _frozen(fields)
+    output = alert.get("output")
+    frozen_output = _strip_time_prefix(output) if type(output) is str else _frozen(output)
+    rest = tuple(
+        (key, _frozen(value)) for key, value in alert.items() if key not in _KEYS_KEYED_APART
+    )
+    return (
+        _canonical_priority(alert),
+        frozen_output,
+        frozen_fields,
+        rest,
+        record.cluster_name,
+        record.instance_id,
+        record.node_name,
+    )
+
+
+def _exact_coalesce_key(record: AlertRecord) -> tuple[Any, ...]:
+    alert = record.alert
+    probe = dict(alert)
+    probe.pop("time", None)
+    probe["priority"] = _canonical_priority(alert)
+    output = alert.get("output")
+    if isinstance(output, str):
+        probe["output"] = _strip_time_prefix(output)
+    fields = alert.get("output_fields")
+    if isinstance(fields, dict):
+        probe["output_fields"] = {k: v for k, v in fields.items() if k not in TIME_FIELDS}
+    try:
+        content = json.dumps(probe, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return ("uncomparable", id(record))  # never coalesced
+    return ("json", content, record.cluster_name, record.instance_id, record.node_name)
+
+
+def _frozen(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return (kind, tuple(value), tuple(map(type, value)))
+    return (kind, value)
+
+
+def _canonical_json(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(type(value))
+
+
+def _strip_time_prefix(output: str) -> str:
+    match = _OUTPUT_TIME_PREFIX.match(output)
+    return output[match.end() :] if match else output
+
+
+def _clean(value: Any, limit: int = MAX_DETAIL_LENGTH) -> str | None:
+    """A usable string within ``limit``: not blank, not Falco's "<NA>", control characters
+    escaped; None otherwise."""
+    if type(value) is not str or value == _NOT_AVAILABLE:
+        return None
+    if (
+        len(value) <= limit
+        and value.isascii()
+        and value.isprintable()  # printable ASCII: the only whitespace left is " "
+        and value
+        and value[0] != " "
+        and value[-1] != " "
+    ):
+        return value
+    value = _text(value.strip())
+    return _truncate(value, limit) if value else None
+
+
+def _text(value: str) -> str:
+    if value.isprintable():
+        return value
+    # Rare path: escape control characters, and lone surrogates (which JSON can carry but UTF-8
+    # cannot), so every string can be sent and shows what it held.
+    return value.translate(_CONTROL_ESCAPES).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _truncate(value: str, limit: int) -> str:
+    """``value`` within ``limit`` UTF-16 code units, cut with TRUNCATION_MARKER if needed."""
+    if len(value) <= limit and (value.isascii() or _utf16_length(value) <= limit):
+        return value
+    return _prefix(value, limit - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
+
+
+def _identifier(value: str, limit: int) -> str:
+    """An identifier within ``limit``: a cut one ends with the marker and a hash of the whole, so
+    two long identifiers that share a beginning stay distinct."""
+    value = _text(value)
+    if len(value) <= limit and (value.isascii() or _utf16_length(value) <= limit):
+        return value
+    suffix = TRUNCATION_MARKER + _short_hash(value)
+    return _prefix(value, limit - len(suffix)) + suffix
+
+
+def _prefix(value: str, room: int) -> str:
+    """The longest start of ``value`` within ``room`` UTF-16 code units."""
+    cut = value[:room]
+    if cut.isascii() or _utf16_length(cut) <= room:
+        return cut
+    # Cut in UTF-16 itself; "ignore" drops a surrogate pair split by the cut.
+    return cut.encode("utf-16-le", "surrogatepass")[: 2 * room].decode("utf-16-le", "ignore")
+
+
+def _utf16_length(value: str) -> int:
+    return len(value.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
