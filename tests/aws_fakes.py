@@ -24,14 +24,18 @@ import gzip
 import itertools
 import json
 import os
+import re
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.retries import standard
 from moto import mock_aws
 from moto.core.base_backend import BackendDict
@@ -127,6 +131,75 @@ def stored_findings(region: str = REGION) -> list[dict[str, Any]]:
     ]
 
 
+class LocalEndpoint:
+    """An HTTP endpoint on 127.0.0.1 answered by the in-process moto, for ``--endpoint-url``.
+
+    moto's own server (ThreadedMotoServer) needs Flask, which is not a project dependency; this
+    stdlib server hands each request to the same dispatcher mock_aws uses, after restoring the
+    AWS hostname from the request's SigV4 credential scope (service and Region). Use it inside
+    ``moto_security_hub()``.
+    """
+
+    _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+    def __init__(self) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                endpoint._answer(self)
+
+            do_GET = do_POST
+
+            def log_message(self, *_: Any) -> None:  # keep test output quiet
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.requests: list[str] = []  # service.Action of every request received
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def __enter__(self) -> LocalEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, http: BaseHTTPRequestHandler) -> None:
+        body = http.rfile.read(int(http.headers.get("Content-Length") or 0))
+        scope = self._SCOPE.search(http.headers.get("Authorization", ""))
+        region, service = scope.groups() if scope else (REGION, "unknown")
+        host = f"{service}.{region}.amazonaws.com"
+        headers = HTTPHeaders()
+        for key, value in http.headers.items():
+            if key.lower() != "host":
+                headers[key] = value
+        headers["Host"] = host
+        self.requests.append(f"{service}.{http.path}")
+        answer = botocore_stubber.process_request(
+            AWSPreparedRequest(
+                method=http.command,
+                url=f"https://{host}{http.path}",
+                headers=headers,
+                body=body,
+                stream_output=False,
+            )
+        )
+        status, response_headers, response_body = answer or (404, {}, b"not emulated")
+        data = response_body.encode() if isinstance(response_body, str) else response_body
+        http.send_response(status)
+        for key, value in response_headers.items():
+            if key.lower() not in {"content-length", "server", "date"}:
+                http.send_header(key, str(value))
+        http.send_header("Content-Length", str(len(data)))
+        http.end_headers()
+        http.wfile.write(data)
+
+
 # --- botocore retries, kept real but fast ---------------------------------------------------
 
 
@@ -211,6 +284,7 @@ class HttpFaults:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.requests: list[list[str]] = []
+        self.bodies: list[bytes] = []  # the raw request body of every attempt
         self.answered: list[int] = []  # HTTP status of every attempt
         self._whole_call: deque[tuple[int, str]] = deque()
         self._rejections: list[_Rejection] = []
@@ -269,6 +343,7 @@ class HttpFaults:
     def _before_send(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         findings = json.loads(request.body)["Findings"]
         self.requests.append([f["Id"] for f in findings])
+        self.bodies.append(request.body)
         if self._whole_call:
             status, code = self._whole_call.popleft()
             self.answered.append(status)

@@ -56,8 +56,8 @@ def finding(n: int, padding: int = 0) -> dict[str, Any]:
 
 
 def request_bytes(chunk: list[dict[str, Any]]) -> int:
-    """The body botocore sends for this chunk (rest-json: default json.dumps)."""
-    return len(json.dumps({"Findings": chunk}).encode())
+    """The size of the body import_findings sends for this chunk (compact JSON)."""
+    return len(json.dumps({"Findings": chunk}, separators=(",", ":")).encode())
 
 
 class Sleeps(list[float]):
@@ -108,7 +108,7 @@ def test_chunks_stay_under_6_mb_and_are_filled_greedily() -> None:
 
 
 def test_chunking_refuses_a_finding_over_240_kb() -> None:
-    with pytest.raises(ValueError, match="limit is 245760"):
+    with pytest.raises(ValueError, match="limit is 240000"):
         list(chunk_findings([finding(1), finding(2, padding=MAX_FINDING_BYTES)]))
 
 
@@ -287,6 +287,51 @@ def test_import_failed_names_the_count_and_codes() -> None:
 def test_client_config_retries_throttling_with_bounded_timeouts() -> None:
     config = securityhub.CLIENT_CONFIG
     assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert config.parameter_validation is False  # the body is serialized by import_findings
     assert config.connect_timeout <= 5
     assert config.read_timeout <= 30
     assert MAX_FINDINGS_PER_CALL == 100
+
+
+# --- the request body -----------------------------------------------------------------------
+
+
+def test_the_request_body_is_the_findings_as_compact_json(hub: Any) -> None:
+    findings = [finding(n, padding=50) for n in range(150)]
+    with http_faults(hub) as wire:
+        import_findings(hub, findings, sleep=Sleeps())
+    assert [json.loads(body) for body in wire.bodies] == [
+        {"Findings": findings[:100]},
+        {"Findings": findings[100:]},
+    ]
+    assert all(
+        b", " not in body and len(body) == request_bytes(findings[:100]) for body in wire.bodies[:1]
+    )
+    assert stored_findings(REGION)[0] == {**findings[0], **stored_findings(REGION)[0]}
+
+
+def test_a_plain_boto3_client_works_too(moto: None) -> None:
+    """A client with botocore's default config (validating parameters) gets the plain call."""
+    import boto3
+
+    reset_security_hub(REGION)
+    client = boto3.client("securityhub", region_name=REGION)
+    result = import_findings(client, [finding(n) for n in range(3)], sleep=Sleeps())
+    assert result.imported == 3
+    assert len(stored_findings(REGION)) == 3
+
+
+def test_a_client_that_is_not_botocore_gets_the_plain_call() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+
+        def batch_import_findings(self, **kwargs: Any) -> dict[str, Any]:
+            self.calls.append(kwargs)
+            return {"FailedCount": 0, "SuccessCount": len(kwargs["Findings"]), "FailedFindings": []}
+
+    findings = [finding(n) for n in range(2)]
+    client = Recorder()
+    result = import_findings(client, findings, sleep=Sleeps())
+    assert client.calls == [{"Findings": findings}]
+    assert result.imported == 2
