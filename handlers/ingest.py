@@ -1,0 +1,280 @@
+"""The Lambda handler (``handlers.ingest.handler``): CloudWatch Logs subscription -> Security Hub.
+
+A thin shell over the pure modules: decode (alerts), parse every record (alerts), filter and map
+and coalesce (findings), import (securityhub). It adds what only the shell can do: the AWS client,
+structured logs and EMF metrics, and the decision to fail the invocation.
+
+Failure policy. A record that cannot be used is skipped, counted and logged with its log event
+id; it never affects the other records. A finding Security Hub still refuses after retries makes
+the invocation raise :class:`ImportFailed` *after* everything else is imported: Lambda then
+retries the event (twice, asynchronous invocation) and finally hands it to the function's
+on-failure destination, so nothing is dropped silently. Re-importing is harmless: finding Ids
+are deterministic, and Security Hub updates a finding with a known Id instead of duplicating it.
+
+Cost. No AWS call besides BatchImportFindings (one per 100 findings): the account and partition
+come from the function's own ARN, the Region from ``AWS_REGION``, and the client is created once
+per container and Region.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from handlers import alerts, findings, securityhub
+from handlers.securityhub import ImportFailed
+
+__all__ = ["ConfigurationError", "ImportFailed", "handler"]
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "falco-securityhub")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FalcoSecurityHub")
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+# The Reason dimension of RecordsSkipped takes only these values, whatever a future alerts.py or
+# findings.py returns, so the metric's cardinality stays bounded (each value is a separate
+# CloudWatch metric). "unexpected_error": parsing or mapping one record raised (a bug, logged with
+# its traceback); that record is skipped, the others are not affected.
+UNEXPECTED_ERROR = "unexpected_error"
+SKIP_REASONS = (*alerts.SKIP_REASONS, UNEXPECTED_ERROR)
+# Failed findings are logged one per line up to this many (then a count), to keep a bad day's
+# logs readable.
+MAX_FAILURE_LOG_LINES = 50
+
+
+class ConfigurationError(ValueError):
+    """An environment variable of the function has a value the handler cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    cluster_name: str | None
+    min_priority: str
+
+
+@functools.lru_cache(maxsize=8)
+def settings(cluster_name: str | None, min_priority: str | None) -> Settings:
+    """Validated settings from the function's environment (parsed once per distinct value)."""
+    try:
+        priority = findings.parse_priority(min_priority or "Debug")
+    except ValueError:
+        allowed = ", ".join(findings.FALCO_PRIORITIES)
+        raise ConfigurationError(
+            f"MIN_PRIORITY={min_priority!r} is not a Falco priority; allowed (case-insensitive, "
+            f"most to least severe): {allowed}"
+        ) from None
+    return Settings(cluster_name=cluster_name or None, min_priority=priority)
+
+
+def settings_from_environment() -> Settings:
+    return settings(os.environ.get("CLUSTER_NAME"), os.environ.get("MIN_PRIORITY"))
+
+
+# Backoff between rounds of re-sending FailedFindings (a module attribute so tests skip the wait).
+_retry_sleep = time.sleep
+
+
+@functools.cache
+def securityhub_client(region: str) -> Any:
+    """One client per container and Region: creating a botocore client costs tens of ms."""
+    return securityhub.new_client(region)
+
+
+def finding_context(context: Any, config: Settings) -> findings.FindingContext:
+    """Account and partition from the function's own ARN: no STS call, ever."""
+    # arn:<partition>:lambda:<region>:<account>:function:<name>[:<qualifier>]
+    parts = str(context.invoked_function_arn).split(":")
+    if len(parts) < 7 or parts[0] != "arn" or not parts[4].isdigit():
+        raise ConfigurationError(
+            f"cannot read the account from invoked_function_arn {context.invoked_function_arn!r}"
+        )
+    region = os.environ.get("AWS_REGION") or parts[3]
+    return findings.FindingContext(
+        account_id=parts[4],
+        region=region,
+        partition=parts[1],
+        cluster_name=config.cluster_name,
+        min_priority=config.min_priority,
+    )
+
+
+def _summary(
+    received: int, found: int, imported: int, skipped: Counter[str], failed: int, coalesced: int
+) -> dict[str, Any]:
+    return {
+        "received": received,
+        "findings": found,
+        "imported": imported,
+        "skipped": dict(skipped),
+        "failed": failed,
+        "coalesced": coalesced,
+    }
+
+
+def _skip(skip: alerts.Skip, skipped: Counter[str]) -> None:
+    reason = skip.reason if skip.reason in SKIP_REASONS else UNEXPECTED_ERROR
+    skipped[reason] += 1
+    logger.info(
+        "record skipped",
+        extra={"reason": reason, "log_event_id": skip.log_event_id, "detail": skip.detail},
+    )
+
+
+def _parse(
+    log_event: alerts.LogEvent, ctx: findings.FindingContext
+) -> alerts.AlertRecord | alerts.Skip:
+    """The alert of one log event, or why it is skipped (never raises: one record, one outcome)."""
+    try:
+        parsed = alerts.parse_log_event(log_event)
+        if isinstance(parsed, alerts.Skip):
+            return parsed
+        return findings.filter_alert(parsed, ctx) or parsed
+    except Exception as exc:  # never expected; a bug here must not cost the other records
+        logger.exception("record could not be parsed", extra={"log_event_id": log_event.id})
+        return alerts.Skip(log_event.id, UNEXPECTED_ERROR, repr(exc)[:200])
+
+
+def _map(
+    records: list[alerts.AlertRecord], ctx: findings.FindingContext, skipped: Counter[str]
+) -> list[dict[str, Any]]:
+    """Coalesce and map; if that fails, skip only the records that break it."""
+    try:
+        return findings.coalesce(records, ctx)
+    except Exception:  # a bug in findings.py must not cost the other records
+        logger.exception("coalescing failed; mapping records one by one")
+    usable: list[alerts.AlertRecord] = []
+    mapped: list[dict[str, Any]] = []
+    for record in records:
+        try:
+            mapped.append(findings.to_finding(record, ctx))
+        except Exception as exc:
+            _skip(alerts.Skip(record.log_event_id, UNEXPECTED_ERROR, repr(exc)[:200]), skipped)
+        else:
+            usable.append(record)
+    try:
+        return findings.coalesce(usable, ctx)
+    except Exception:  # coalescing itself is broken: one finding per alert still lands
+        logger.exception("coalescing failed again; importing one finding per alert")
+        return mapped
+
+
+def _log_findings(found: list[dict[str, Any]]) -> None:
+    """DEBUG only: which log event became which finding (the answer to "where did it go?")."""
+    if logger.log_level > logging.DEBUG:
+        return  # per-finding lines would dominate the cost and the log volume at INFO
+    for finding in found:
+        fields = finding.get("ProductFields", {})
+        logger.debug(
+            "finding built",
+            extra={
+                "finding_id": finding.get("Id"),
+                "log_event_id": fields.get("falco/log_event_id"),
+                "occurrences": fields.get("falco/occurrences", "1"),
+                "rule": fields.get("falco/rule"),
+                "severity": finding.get("Severity", {}).get("Label"),
+            },
+        )
+
+
+def _emit_metrics(
+    received: int, skipped: Counter[str], coalesced: int, result: securityhub.ImportResult | None
+) -> None:
+    metrics.add_metric(name="AlertsReceived", unit=MetricUnit.Count, value=received)
+    metrics.add_metric(name="RecordsSkipped", unit=MetricUnit.Count, value=sum(skipped.values()))
+    metrics.add_metric(name="Coalesced", unit=MetricUnit.Count, value=coalesced)
+    metrics.add_metric(
+        name="FindingsImported", unit=MetricUnit.Count, value=result.imported if result else 0
+    )
+    metrics.add_metric(
+        name="ImportFailures", unit=MetricUnit.Count, value=len(result.failed) if result else 0
+    )
+    metrics.add_metric(
+        name="ImportCalls", unit=MetricUnit.Count, value=result.calls if result else 0
+    )
+    # Per reason: its own EMF document, because dimensions apply to every metric in a document.
+    for reason, count in skipped.items():
+        with single_metric(
+            name="RecordsSkipped", unit=MetricUnit.Count, value=count, namespace=NAMESPACE
+        ) as metric:
+            metric.add_dimension(name="service", value=SERVICE)
+            metric.add_dimension(name="Reason", value=reason)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Import the Falco alerts of one CloudWatch Logs subscription event as findings."""
+    try:
+        ctx = finding_context(context, settings_from_environment())
+    except ConfigurationError:
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
+        raise
+    try:
+        batch = alerts.decode_subscription_event(event)
+    except alerts.InvalidEvent as exc:
+        # Not a CloudWatch Logs subscription event at all: fail, so the event ends up in the
+        # on-failure destination where someone can look at it.
+        logger.error("invalid subscription event", extra={"error": str(exc)})
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
+        raise
+    logger.append_keys(
+        log_group=batch.log_group, log_stream=batch.log_stream, message_type=batch.message_type
+    )
+    skipped: Counter[str] = Counter()
+    if batch.message_type != "DATA_MESSAGE":  # CONTROL_MESSAGE: CloudWatch checking reachability
+        logger.info("control message ignored")
+        _emit_metrics(0, skipped, 0, None)
+        return _summary(0, 0, 0, skipped, 0, 0)
+
+    records: list[alerts.AlertRecord] = []
+    for log_event in batch.events:
+        outcome = _parse(log_event, ctx)
+        if isinstance(outcome, alerts.Skip):
+            _skip(outcome, skipped)
+        else:
+            records.append(outcome)
+
+    found = _map(records, ctx, skipped) if records else []
+    coalesced = len(records) - len(found)
+    _log_findings(found)
+    result = securityhub.import_findings(securityhub_client(ctx.region), found, sleep=_retry_sleep)
+    _emit_metrics(len(batch.events), skipped, coalesced, result)
+    summary = _summary(
+        len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced
+    )
+    logger.info(
+        "invocation summary",
+        extra={
+            **summary,
+            "import_calls": result.calls,
+            "retried_findings": result.retried,
+            "botocore_retries": result.botocore_retries,
+        },
+    )
+    if result.failed:
+        for failure in result.failed[:MAX_FAILURE_LOG_LINES]:
+            logger.error(
+                "finding not imported",
+                extra={
+                    "finding_id": failure.id,
+                    "error_code": failure.error_code,
+                    "error_message": failure.error_message[:500],
+                },
+            )
+        if len(result.failed) > MAX_FAILURE_LOG_LINES:
+            logger.error(
+                "more findings not imported",
+                extra={"omitted": len(result.failed) - MAX_FAILURE_LOG_LINES},
+            )
+        raise ImportFailed(result)
+    return summary
