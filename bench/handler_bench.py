@@ -1,0 +1,312 @@
+"""Per-alert cost of the Lambda handler next to the pure decode floor; AWS call counts.
+
+Run with ``make bench`` (``.venv/bin/python bench/handler_bench.py``). Prints figures; asserts
+nothing about timing (machines differ). What it measures:
+
+1. One CloudWatch Logs subscription payload of 1,000 distinct, realistic Falco alerts in Fluent
+   Bit's ``log``-string record shape (with aws and kubernetes metadata), split into as many
+   events as the ~1 MB payload limit requires.
+2. The decode floor: base64 + gunzip + json.loads of the payload + json.loads of every nested
+   ``log`` string, per alert. Nothing the handler does can be cheaper than this.
+3. The handler end to end, per alert, with Security Hub answered instantly at the HTTP layer (a
+   botocore before-send hook returning 200 ``{"FailedCount":0,...}``): decoding, parsing,
+   mapping, coalescing, chunking, botocore serialization, logging and EMF metrics. The ratio to
+   the floor is the handler's own overhead (target <= 3x).
+4. The AWS calls it made (target: ceil(N/100) BatchImportFindings, nothing else).
+5. Cold start: importing handlers.ingest in a fresh interpreter.
+6. 100 alerts through the handler into in-process moto, next to ~7 ms/alert for the AWS
+   guidance's Lambda under moto (target: >= 30x faster).
+
+Powertools logging stays at INFO (production) during measurements; logs and EMF are written to
+an in-memory stream so the terminal shows only the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import gzip
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "falco-securityhub")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "FalcoSecurityHub")
+
+import aws_fakes  # noqa: E402 - after sys.path; fake credentials, moto, event builders
+
+N_ALERTS = 1000
+MAX_PAYLOAD_BYTES = 1_000_000  # CloudWatch Logs delivers at most ~1 MB of log events at once
+RUNS = 7
+REFERENCE_MS_PER_ALERT = 7.0  # the AWS guidance's Lambda under moto (shared notes)
+DEMO_FILE = ROOT / "demo" / "falco-alerts.jsonl"
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def template_alerts() -> list[dict[str, Any]]:
+    """The demo's Falco alerts (any record shape), minus internal events: realistic shapes."""
+    found = []
+    for line in DEMO_FILE.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        alert = record if "rule" in record else record.get("data")
+        if alert is None and str(record.get("log", "")).startswith("{"):
+            alert = json.loads(record["log"])
+        if alert and alert.get("source") != "internal":
+            found.append(alert)
+    return found
+
+
+def distinct_alerts(n: int) -> list[dict[str, Any]]:
+    """n alerts that differ in more than their time (so none coalesce): pods, pids, users."""
+    templates = template_alerts()
+    made = []
+    for i in range(n):
+        alert = copy.deepcopy(templates[i % len(templates)])
+        fields = alert.setdefault("output_fields", {})
+        suffix = f"{i:05d}"
+        if "k8s.pod.name" in fields:
+            fields["k8s.pod.name"] = f"{fields['k8s.pod.name']}-{suffix}"
+            fields["container.id"] = f"{i:012x}"
+            fields["proc.pid"] = 10_000 + i
+        else:  # k8s audit alerts: another target object
+            fields["ka.target.name"] = f"{fields.get('ka.target.name', 'target')}-{suffix}"
+        seconds = 3 * 3600 + i // 10
+        alert["time"] = f"2026-03-14T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:"
+        alert["time"] += f"{seconds % 60:02d}.{i:09d}Z"
+        made.append(alert)
+    return made
+
+
+def subscription_events(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """As few subscription events as the ~1 MB payload limit allows, in log-string shape."""
+    messages = [aws_fakes.fluent_bit_log_record(a, cluster_name="shop-prod-use1") for a in alerts]
+    events, batch, size = [], [], 0
+    for message in messages:
+        # The escaped message, a 56-digit id, a 13-digit timestamp, keys and punctuation.
+        entry = len(json.dumps(message)) + len('{"id":"","timestamp":,"message":},') + 56 + 13
+        if batch and size + entry > MAX_PAYLOAD_BYTES - 1024:  # 1 KB for the envelope
+            events.append(aws_fakes.subscription_event(batch))
+            batch, size = [], 0
+        batch.append(message)
+        size += entry
+    events.append(aws_fakes.subscription_event(batch))
+    return events
+
+
+# --- measurement ------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], Any], runs: int = RUNS) -> tuple[float, float]:
+    """(best, median) wall time of fn in seconds over ``runs`` runs, after one warm-up."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return min(samples), statistics.median(samples)
+
+
+def decode_floor(events: list[dict[str, Any]]) -> int:
+    alerts = 0
+    for event in events:
+        payload = json.loads(gzip.decompress(base64.b64decode(event["awslogs"]["data"])))
+        for log_event in payload["logEvents"]:
+            record = json.loads(log_event["message"])
+            json.loads(record["log"])
+            alerts += 1
+    return alerts
+
+
+class CallCounter:
+    """Counts every AWS request by operation; answers BatchImportFindings instantly (200)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def before_send(self, request: Any, event_name: str, **_: Any) -> Any:
+        operation = event_name.split(".", 2)[-1]
+        self.calls[operation] += 1
+        if operation == "BatchImportFindings":
+            # Count without parsing (parsing is the server's work, not the handler's): every
+            # finding has exactly one SchemaVersion key; inside a string it would be escaped.
+            n = request.body.count(b'"SchemaVersion":"2018-10-08"')
+            body = {"FailedCount": 0, "SuccessCount": n, "FailedFindings": []}
+            return aws_fakes.http_response(request, 200, body, {})
+        return None
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[io.StringIO]:
+    """Send the handler's logs and EMF (stdout in Lambda) to memory: written, not shown."""
+    sink = io.StringIO()
+    from handlers import ingest
+
+    handler = ingest.logger.registered_handler
+    previous = handler.setStream(sink)  # type: ignore[attr-defined]
+    try:
+        with contextlib.redirect_stdout(sink):
+            yield sink
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def stage_breakdown(events: list[dict[str, Any]], client: Any) -> dict[str, float]:
+    """Best-of-RUNS time per alert of each stage the handler runs, called one by one."""
+    from handlers import alerts, findings, ingest, securityhub
+
+    ctx = ingest.finding_context(aws_fakes.FakeLambdaContext(), ingest.settings("x", None))
+    batches = [alerts.decode_subscription_event(e) for e in events]
+    records = [[alerts.parse_log_event(x) for x in b.events] for b in batches]
+    found = [findings.coalesce(r, ctx) for r in records]  # type: ignore[arg-type]
+    stages = {
+        "alerts.decode_subscription_event (base64, gunzip, JSON)": lambda: [
+            alerts.decode_subscription_event(e) for e in events
+        ],
+        "alerts.parse_log_event (record JSON, nested log JSON)": lambda: [
+            [alerts.parse_log_event(x) for x in b.events] for b in batches
+        ],
+        "findings.filter_alert": lambda: [
+            [findings.filter_alert(r, ctx) for r in rs]
+            for rs in records  # type: ignore[arg-type]
+        ],
+        "findings.coalesce (maps every alert to a finding)": lambda: [
+            findings.coalesce(r, ctx)  # type: ignore[arg-type]
+            for r in records
+        ],
+        "securityhub.import_findings (serialize, chunk, botocore)": lambda: [
+            securityhub.import_findings(client, f) for f in found
+        ],
+    }
+    return {name: timed(fn)[0] / N_ALERTS * 1e6 for name, fn in stages.items()}
+
+
+def cold_import_seconds(runs: int = 5) -> tuple[float, float]:
+    code = (
+        "import time; t = time.perf_counter(); import handlers.ingest; "
+        "print(time.perf_counter() - t)"
+    )
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        samples.append(float(out.stdout.strip()))
+    return min(samples), statistics.median(samples)
+
+
+def main() -> int:
+    alerts = distinct_alerts(N_ALERTS)
+    events = subscription_events(alerts)
+    payload_bytes = [len(gzip.decompress(base64.b64decode(e["awslogs"]["data"]))) for e in events]
+    print(f"input: {N_ALERTS} distinct Falco alerts, Fluent Bit `log`-string records")
+    print(
+        f"       {len(events)} subscription event(s) (payload <= {MAX_PAYLOAD_BYTES:,} bytes "
+        f"each): {', '.join(f'{b:,}' for b in payload_bytes)} bytes uncompressed"
+    )
+
+    floor_best, floor_median = timed(lambda: decode_floor(events))
+    floor_us = floor_best / N_ALERTS * 1e6
+    print(
+        f"decode floor (base64+gunzip+json+nested log json): {floor_us:.1f} us/alert best, "
+        f"{floor_median / N_ALERTS * 1e6:.1f} us/alert median"
+    )
+
+    with aws_fakes.fake_aws_environment(aws_fakes.REGION):
+        from handlers import ingest
+
+        counter = CallCounter()
+        client = ingest.securityhub_client(aws_fakes.REGION)
+        client.meta.events.register("before-send", counter.before_send)
+        context = aws_fakes.FakeLambdaContext()
+
+        def run_handler() -> list[int]:
+            """Findings per event (each event is one invocation)."""
+            per_event = []
+            for event in events:
+                summary = ingest.handler(event, context)
+                assert summary["failed"] == 0, summary
+                per_event.append(summary["findings"])
+            return per_event
+
+        with quiet_stdout():
+            per_event = run_handler()  # the counted run, also the warm-up
+            counted = Counter(counter.calls)
+            best, median = timed(run_handler)
+
+        print_handler_figures(floor_us, best, median, per_event, counted)
+        print("where the time goes (each stage alone):")
+        for stage, us in stage_breakdown(events, client).items():
+            print(f"  {stage:<58} {us:6.1f} us/alert")
+        client.meta.events.unregister("before-send", counter.before_send)
+
+    cold_best, cold_median = cold_import_seconds()
+    print(
+        f"cold start: import handlers.ingest in a fresh interpreter: {cold_best * 1e3:.0f} ms "
+        f"best, {cold_median * 1e3:.0f} ms median"
+    )
+
+    moto_ms = moto_per_alert_ms(alerts[:100])
+    print(
+        f"under in-process moto, 100 alerts: {moto_ms:.3f} ms/alert vs ~{REFERENCE_MS_PER_ALERT} "
+        f"ms/alert for the AWS guidance's Lambda: {REFERENCE_MS_PER_ALERT / moto_ms:.0f}x faster "
+        "(target >= 30x)"
+    )
+    return 0
+
+
+def print_handler_figures(
+    floor_us: float, best: float, median: float, per_event: list[int], counted: Counter[str]
+) -> None:
+    handler_us = best / N_ALERTS * 1e6
+    ratio = handler_us / floor_us
+    print(
+        f"handler end to end (Security Hub answered instantly): {handler_us:.1f} us/alert best, "
+        f"{median / N_ALERTS * 1e6:.1f} us/alert median"
+    )
+    print(f"ratio handler/floor: {ratio:.2f}x (target <= 3x)")
+    expected = sum(math.ceil(n / 100) for n in per_event)
+    other = {op: n for op, n in counted.items() if op != "BatchImportFindings"}
+    print(
+        f"AWS calls for {N_ALERTS} alerts ({sum(per_event)} findings): "
+        f"{counted['BatchImportFindings']} BatchImportFindings (target ceil(N/100) per "
+        f"invocation = {expected}), other calls: {sum(other.values())} {dict(other) or ''}".rstrip()
+    )
+
+
+def moto_per_alert_ms(alerts: list[dict[str, Any]]) -> float:
+    event = aws_fakes.subscription_event(
+        [aws_fakes.fluent_bit_log_record(a, cluster_name="shop-prod-use1") for a in alerts]
+    )
+    from handlers import ingest
+
+    with aws_fakes.moto_security_hub(aws_fakes.REGION):
+        ingest.securityhub_client.cache_clear()  # a client that moto's stubber is attached to
+        context = aws_fakes.FakeLambdaContext()
+        with quiet_stdout():
+            best, _ = timed(lambda: ingest.handler(event, context), runs=5)
+        ingest.securityhub_client.cache_clear()
+    return best / len(alerts) * 1e3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
