@@ -293,12 +293,19 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
             group.record, group.first = record, observed
         if observed.ns > group.last.ns:
             group.last = observed
-    return [
-        _finding(
-            group.record, ctx, group.first, group.last, group.count if group.count > 1 else None
-        )
-        for group in groups.values()
-    ]
+    found = []
+    ids: set[str] = set()
+    for key, group in groups.items():
+        occurrences = group.count if group.count > 1 else None
+        finding = _finding(group.record, ctx, group.first, group.last, occurrences)
+        if finding["Id"] in ids:
+            # Two groups that differ only where the Id does not look (output fields next to an
+            # identical output, or the record's metadata). One request must not carry one Id
+            # twice: Security Hub would drop one, and failures are reported by Id.
+            finding["Id"] = _distinct_id(finding["Id"], key)
+        ids.add(finding["Id"])
+        found.append(finding)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,7 +798,8 @@ def _render_value(value: Any) -> str:
         except ValueError:  # an integer too long to print
             return "<integer too large to show>"
     else:
-        text = _canonical_json(value)
+        # JSON escapes control characters but not DEL or lone surrogates.
+        text = _text(_canonical_json(value))
     if not text.strip():
         # ASFF values need a non-blank character: show the blank value quoted instead.
         text = json.dumps(text)
@@ -867,6 +875,11 @@ def _coalesce_key(record: AlertRecord) -> tuple[Any, ...]:
         record.instance_id,
         record.node_name,
     )
+
+
+def _distinct_id(finding_id: str, key: tuple[Any, ...]) -> str:
+    identity = f"{finding_id}\x1f{key!r}"
+    return f"falco/alert/{hashlib.sha256(identity.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _exact_coalesce_key(record: AlertRecord) -> tuple[Any, ...]:

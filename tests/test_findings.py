@@ -936,3 +936,17 @@ def test_the_same_alert_from_another_cluster_is_not_coalesced():
     there = replace(record(at(SHELL, 1)), cluster_name="staging")
 
     assert len(coalesce([here, there], CTX)) == 2
+
+
+def test_findings_of_one_batch_never_share_an_id():
+    # Same output and time, different output fields: two alerts, one Id-worth of identity.
+    twin = json.loads(json.dumps(SHELL))
+    twin["output_fields"]["proc.pid"] = 4242
+    records = [record(SHELL), record(twin), record(SHELL, cluster="staging")]
+
+    produced = coalesce(records, CTX)
+
+    assert len(produced) == 3
+    assert len({f["Id"] for f in produced}) == 3
+    assert produced[0]["Id"] == to_finding(records[0], CTX)["Id"]
+    assert [f["Id"] for f in coalesce(records, CTX)] == [f["Id"] for f in produced]
