@@ -2,7 +2,8 @@
 
 Faults are injected at the HTTP layer (aws_fakes.HttpFaults) so botocore's real retry logic and
 the handler's FailedFindings retries run; only the sleeps are skipped. Every finding that reaches
-moto is checked against the ASFF limits (moto itself validates almost nothing).
+moto is checked against the ASFF limits when each test ends (the ``hub`` fixture): moto itself
+validates almost nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def hub(moto: None) -> Iterator[Any]:
         client.backoff = backoff
         yield client
     ingest.securityhub_client.cache_clear()
+    # moto accepts anything; real Security Hub would refuse a finding over a limit.
+    for finding in stored_findings(REGION):
+        assert_within_asff_limits(finding)
 
 
 @pytest.fixture
@@ -150,10 +154,7 @@ def test_more_than_100_alerts_in_one_event_all_land_in_calls_of_at_most_100(
     }
     assert [len(r) for r in wire.requests] == [100, 100, 50]
     assert api_calls == ["SecurityHub.BatchImportFindings"] * 3  # nothing else: no STS, no EC2
-    stored = stored_findings(REGION)
-    assert len(stored) == 250
-    for finding in stored:
-        assert_within_asff_limits(finding)
+    assert len(stored_findings(REGION)) == 250  # each checked against the ASFF limits (hub)
 
 
 def test_redelivery_leaves_the_number_of_findings_unchanged(hub: Any) -> None:
@@ -180,10 +181,7 @@ def test_the_demo_mix_lands_within_asff_limits(hub: Any) -> None:
     lines = [line for line in DEMO_FILE.read_text().splitlines() if line.strip()]
     summary = ingest.handler(log_records(lines), FakeLambdaContext())
     assert summary["failed"] == 0
-    stored = stored_findings(REGION)
-    assert len(stored) == summary["imported"] > 10
-    for finding in stored:
-        assert_within_asff_limits(finding)
+    assert len(stored_findings(REGION)) == summary["imported"] > 10  # limits checked by hub
 
 
 # --- faults -----------------------------------------------------------------------------------

@@ -224,7 +224,16 @@ def test_permanent_failures_are_not_retried_and_everything_else_lands(hub: Any) 
     assert stored_ids() == {f["Id"] for f in findings} - rejected
 
 
-def test_retries_are_bounded_with_growing_jittered_backoff(hub: Any) -> None:
+def test_retries_are_bounded_with_growing_jittered_backoff(
+    hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jitter: list[tuple[float, float]] = []
+
+    def top_of_range(low: float, high: float) -> float:
+        jitter.append((low, high))
+        return high
+
+    monkeypatch.setattr(securityhub.random, "uniform", top_of_range)
     findings = [finding(n) for n in range(5)]
     sleeps = Sleeps()
     with http_faults(hub) as wire:
@@ -232,8 +241,8 @@ def test_retries_are_bounded_with_growing_jittered_backoff(hub: Any) -> None:
         result = import_findings(hub, findings, max_rounds=4, sleep=sleeps)
     assert wire.attempts == 4
     assert [len(r) for r in wire.requests] == [5, 1, 1, 1]
-    assert len(sleeps) == 3
-    assert all(0 <= s <= cap for s, cap in zip(sleeps, [1.0, 2.0, 4.0], strict=True))
+    assert jitter == [(0.0, 1.0), (0.0, 2.0), (0.0, 4.0)]  # full jitter over a doubling range
+    assert sleeps == [1.0, 2.0, 4.0]
     assert [(f.id, f.error_code) for f in result.failed] == [
         (findings[2]["Id"], "InternalException")
     ]
