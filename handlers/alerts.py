@@ -332,7 +332,12 @@ def _record(event: LogEvent, alert: dict[str, Any], record: dict[str, Any] | Non
     kubernetes = record.get("kubernetes")
     if not isinstance(kubernetes, dict):
         kubernetes = None
-    aws = {key: value for key in AWS_FILTER_KEYS if (value := _nonblank(record.get(key)))}
+    aws = {}
+    if "ec2_instance_id" in record or "hostname" in record:
+        for key in AWS_FILTER_KEYS:
+            value = record.get(key)
+            if type(value) is str and value and not value.isspace():
+                aws[key] = value.strip()
     node_name = (
         (kubernetes is not None and _nonblank(kubernetes.get("host")))
         or aws.get("hostname")

@@ -209,6 +209,9 @@ _CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
 _NOT_AVAILABLE = "<NA>"  # how Falco renders a field it could not resolve
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_FIELDS: dict[str, Any] = {}
+# The aws filter's keys that describe the node, and where AwsEc2Instance details keep them.
+_INSTANCE_DETAIL_KEYS = ("ec2_instance_type", "ami_id", "vpc_id", "private_ip")
+_INSTANCE_DETAIL_FIELDS = ("Type", "ImageId", "VpcId", "IpV4Addresses")
 _KEYS_KEYED_APART = frozenset({"time", "output", "output_fields", "priority"})
 _SHORT_INTEGER = 10**18  # prints in far fewer characters than a ProductFields value may hold
 _SHORT_TEXT = MAX_PRODUCT_FIELD_VALUE_LENGTH // 2
@@ -582,17 +585,6 @@ def _description(alert: _Alert) -> tuple[str, bool]:
 
 
 def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
-    def resource(kind: str, resource_id: str, details: dict[str, Any] | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "Type": kind,
-            "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
-            "Partition": ctx.partition,
-            "Region": ctx.region,
-        }
-        if details:
-            entry["Details"] = details
-        return entry
-
     record = alert.record
     cluster = alert.cluster or "-"
     resources: list[dict[str, Any]] = []
@@ -605,7 +597,8 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
         else:
             node = _clean(record.node_name) or alert.hostname or "-"
             container_ref = f"container/{node}/{name}"
-        resources.append(resource("Container", container_ref, {"Container": _container(alert)}))
+        details = {"Container": _container(alert, name)}
+        resources.append(_resource("Container", container_ref, details, ctx))
     elif alert.is_audit:
         kind = alert.field("ka.target.resource")
         name = alert.field("ka.target.name")
@@ -622,38 +615,80 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
                 if value
             }
             object_ref = f"k8s/{cluster}/{namespace or '-'}/{kind or '-'}/{name or '-'}"
-            resources.append(resource("Other", object_ref, {"Other": other}))
+            resources.append(_resource("Other", object_ref, {"Other": other}, ctx))
 
     if alert.is_syscall:
         # The node the event happened on: for host alerts the subject, for containers the place
         # to cordon. Audit and cloud events happen in an API, not on Falco's node.
         instance_id = _clean(record.instance_id)
-        node = _clean(record.node_name)
         if instance_id:
-            arn = f"arn:{ctx.partition}:ec2:{ctx.region}:{ctx.account_id}:instance/{instance_id}"
-            resources.append(resource("AwsEc2Instance", arn, _instance_details(record.aws)))
-        elif node:
-            details = {"Other": {"Node": node}}
-            resources.append(resource("Other", f"k8s/{cluster}/-/nodes/{node}", details))
+            aws = record.aws or _NO_FIELDS
+            described = tuple(map(aws.get, _INSTANCE_DETAIL_KEYS))
+            arn, details = _instance(
+                ctx.partition, ctx.region, ctx.account_id, instance_id, described
+            )
+            # Fresh dicts per finding: findings never share a mutable object.
+            entry = _resource("AwsEc2Instance", arn, None, ctx)
+            if details:
+                entry["Details"] = {"AwsEc2Instance": _copy_details(details)}
+            resources.append(entry)
+        else:
+            node = _clean(record.node_name)
+            if node:
+                details = {"Other": {"Node": node}}
+                resources.append(_resource("Other", f"k8s/{cluster}/-/nodes/{node}", details, ctx))
 
     if alert.cluster:
-        arn = f"arn:{ctx.partition}:eks:{ctx.region}:{ctx.account_id}:cluster/{alert.cluster}"
-        details = {
-            "AwsEksCluster": {
-                "Name": alert.cluster,
-                "Arn": _identifier(arn, MAX_RESOURCE_ID_LENGTH),
-            }
-        }
-        resources.append(resource("AwsEksCluster", arn, details))
+        arn = _cluster_arn(ctx.partition, ctx.region, ctx.account_id, alert.cluster)
+        details = {"AwsEksCluster": {"Name": alert.cluster, "Arn": arn}}
+        resources.append(_resource("AwsEksCluster", arn, details, ctx))
     if not resources:
         # ASFF wants at least one resource: name where the alert came from.
         origin = f"falco/{alert.source or 'syscall'}/{alert.hostname or '-'}"
-        resources.append(resource("Other", origin, None))
+        resources.append(_resource("Other", origin, None, ctx))
     return resources[:MAX_RESOURCES]
 
 
-def _container(alert: _Alert) -> dict[str, Any]:
-    name = alert.field("container.name") or alert.field("container.id") or "-"
+def _resource(
+    kind: str, resource_id: str, details: dict[str, Any] | None, ctx: FindingContext
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Type": kind,
+        "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
+        "Partition": ctx.partition,
+        "Region": ctx.region,
+    }
+    if details:
+        entry["Details"] = details
+    return entry
+
+
+# A batch comes from one log stream, i.e. one Falco pod on one node in one cluster: the node's and
+# the cluster's resources repeat, so their text is worked out once.
+@lru_cache(maxsize=256)
+def _cluster_arn(partition: str, region: str, account_id: str, cluster: str) -> str:
+    arn = f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster}"
+    return _identifier(arn, MAX_RESOURCE_ID_LENGTH)
+
+
+@lru_cache(maxsize=256)
+def _instance(
+    partition: str, region: str, account_id: str, instance_id: str, aws_values: tuple[Any, ...]
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    arn = f"arn:{partition}:ec2:{region}:{account_id}:instance/{instance_id}"
+    details = []
+    for field, value in zip(_INSTANCE_DETAIL_FIELDS, aws_values, strict=True):
+        cleaned = _clean(value)
+        if cleaned:
+            details.append((field, [cleaned] if field == "IpV4Addresses" else cleaned))
+    return arn, tuple(details)
+
+
+def _copy_details(details: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return {field: list(value) if type(value) is list else value for field, value in details}
+
+
+def _container(alert: _Alert, name: str) -> dict[str, Any]:
     details: dict[str, Any] = {"Name": name}
     repository = alert.field("container.image.repository")
     if repository:
@@ -673,20 +708,6 @@ def _container(alert: _Alert) -> dict[str, Any]:
     if type(privileged) is bool:
         details["Privileged"] = privileged
     return details
-
-
-def _instance_details(aws: dict[str, str] | None) -> dict[str, Any] | None:
-    if not aws:
-        return None
-    details: dict[str, Any] = {}
-    for key, field in (("ec2_instance_type", "Type"), ("ami_id", "ImageId"), ("vpc_id", "VpcId")):
-        value = _clean(aws.get(key))
-        if value:
-            details[field] = value
-    private_ip = _clean(aws.get("private_ip"))
-    if private_ip:
-        details["IpV4Addresses"] = [private_ip]
-    return {"AwsEc2Instance": details} if details else None
 
 
 def _process(fields: dict[str, Any]) -> dict[str, Any]:
@@ -814,11 +835,15 @@ def _fit_finding_size(finding: dict[str, Any]) -> None:
     # at most 2 bytes (escaped quote or backslash), any other at most 12 ("\ud83d\ude00").
     values = product_fields.values()
     characters = sum(map(len, values)) + sum(map(len, product_fields))
-    characters += len(finding["Description"])
-    ascii_only = all(map(str.isascii, values)) and all(map(str.isascii, product_fields))
-    per_character = 2 if ascii_only and finding["Description"].isascii() else 12
-    bound = _OTHER_FIELDS_MAX_BYTES + characters * per_character + 8 * (len(product_fields) + 1)
-    if bound <= MAX_FINDING_BYTES:
+    characters += len(finding["Description"]) + 8 * (len(product_fields) + 1)
+    if _OTHER_FIELDS_MAX_BYTES + 12 * characters <= MAX_FINDING_BYTES:
+        return
+    if (
+        all(map(str.isascii, values))
+        and all(map(str.isascii, product_fields))
+        and finding["Description"].isascii()
+        and _OTHER_FIELDS_MAX_BYTES + 2 * characters <= MAX_FINDING_BYTES
+    ):
         return
     cap = MAX_PRODUCT_FIELD_VALUE_LENGTH
     while _json_size(finding) > MAX_FINDING_BYTES:
