@@ -26,6 +26,10 @@ Decisions a reader needs (the tests pin each one):
   ``falco/output_fields/<key>``; at most ``OWN_PRODUCT_FIELDS`` (45) pairs so the
   ``aws/securityhub/*`` keys Security Hub adds still fit in 50. When output fields do not fit,
   container/k8s/proc/user/fd/ka fields go first and ``falco/output_fields_dropped`` counts the rest.
+* Coalescing (one invocation): alerts identical but for their time (``time``, ``TIME_FIELDS``,
+  the time prefix of ``output``) and shipped from the same cluster, node and instance become one
+  finding: the earliest alert's, observed until the latest, with ``falco/occurrences``,
+  ``falco/first_seen`` and ``falco/last_seen``. No two findings of one batch share an Id.
 * Text over a limit is cut with ``TRUNCATION_MARKER``; identifiers over a limit are cut with the
   marker and a hash of the full value, so they stay distinct. Lengths are counted in UTF-16 code
   units, the stricter of the two ways a Java-based API can count them. Control characters are
