@@ -210,7 +210,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     # -- findings pipeline ---------------------------------------------------------------------
     SettingSpec(
-        "findingsMinimumPriority", "string", "Warning",
+        # Notice, not Warning: "Terminal shell in container", Falco's best-known detection, is a
+        # Notice. Lower it to Informational to import everything Falco loads.
+        "findingsMinimumPriority", "string", "Notice",
         "Lowest Falco priority that becomes a Security Hub finding (lower ones stay in the "
         "log group only).",
         ", ".join(FALCO_PRIORITIES) + " (any case)",
