@@ -228,7 +228,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "an integer from 128 to 10240",
     ),
     SettingSpec(
-        "lambdaTimeoutSeconds", "integer", 60,
+        # 180 s: a 1 MB event is ~10 BatchImportFindings requests sent one after another, and under
+        # sustained throttling botocore may spend ~15 s on one of them (5 attempts, backoff).
+        "lambdaTimeoutSeconds", "integer", 180,
         "Timeout of the findings Lambda in seconds.",
         "an integer from 1 to 900",
     ),
