@@ -85,8 +85,8 @@ def test_stack_files_only_set_declared_keys() -> None:
                 assert name in SPECS, f"{key} in Pulumi.{stack}.yaml is not declared"
 
 
-def test_deploy_guide_documents_every_setting_with_its_default() -> None:
-    guide = (PROJECT_DIR / "docs" / "deploy.md").read_text(encoding="utf-8")
+def test_readme_documents_every_setting_with_its_default() -> None:
+    guide = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
     rows = {
         match.group(1): match.group(0)
         for match in re.finditer(r"^\| `([A-Za-z]+)` \|.*$", guide, flags=re.MULTILINE)
