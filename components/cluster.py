@@ -25,6 +25,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 
+from components.key_policy import account_root_statement, cloudwatch_logs_statement
+
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 # The only managed policies a worker node needs: join the cluster, run the VPC CNI, pull images.
@@ -71,33 +73,17 @@ def cluster_key_policy(
     unmanageable, and IAM policies decide who else may use it — EKS gets its grant from the
     identity creating the cluster). CloudWatch Logs may use it for this cluster's control-plane
     log group only."""
-    log_group_arn = (
-        f"arn:{partition}:logs:{region}:{account_id}:log-group:/aws/eks/{cluster_name}/cluster"
-    )
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "AccountRootAdministersTheKey",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
-            {
-                "Sid": "CloudWatchLogsEncryptsTheControlPlaneLogGroup",
-                "Effect": "Allow",
-                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": [
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                "Resource": "*",
-                "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}},
-            },
+            account_root_statement(partition, account_id, "AccountRootAdministersTheKey"),
+            cloudwatch_logs_statement(
+                partition,
+                region,
+                account_id,
+                [f"/aws/eks/{cluster_name}/cluster"],
+                "CloudWatchLogsEncryptsTheControlPlaneLogGroup",
+            ),
         ],
     }
 

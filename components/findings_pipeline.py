@@ -19,6 +19,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import (
+    account_root_statement,
+    cloudwatch_logs_statement,
+    log_group_arn,
+)
+
 COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
 HANDLER = "handlers.ingest.handler"
@@ -118,11 +124,6 @@ def function_log_group_name_for(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
 
 
-def log_group_arn(partition: str, region: str, account_id: str, group_name: str) -> str:
-    """The log group ARN as CloudWatch Logs puts it in the KMS encryption context (no `:*`)."""
-    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{group_name}"
-
-
 def custom_product_arn(partition: str, region: str, account_id: str) -> str:
     """The product ARN Security Hub assigns to an account's own (custom) findings."""
     return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
@@ -151,31 +152,17 @@ def key_policy(partition: str, region: str, account_id: str, log_group_names: li
       restricts publishing to this account's alarms.
     In a key policy, "Resource": "*" means "this key".
     """
-    group_arns = [log_group_arn(partition, region, account_id, name) for name in log_group_names]
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "AccountRootManagesKeyAndDelegatesToIam",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
-            {
-                "Sid": "CloudWatchLogsForThisStacksLogGroups",
-                "Effect": "Allow",
-                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": [
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                "Resource": "*",
-                "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": group_arns}},
-            },
+            account_root_statement(partition, account_id, "AccountRootManagesKeyAndDelegatesToIam"),
+            cloudwatch_logs_statement(
+                partition,
+                region,
+                account_id,
+                log_group_names,
+                "CloudWatchLogsForThisStacksLogGroups",
+            ),
             {
                 "Sid": "CloudWatchAlarmsPublishToEncryptedTopic",
                 "Effect": "Allow",

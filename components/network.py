@@ -15,6 +15,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import account_root_statement, cloudwatch_logs_statement
+
 NAT_PER_AZ = "perAz"
 NAT_SINGLE = "single"
 
@@ -87,33 +89,13 @@ def log_group_key_policy(
 ) -> dict[str, Any]:
     """Account root administers the key (as in AWS's default key policy, so it never becomes
     unmanageable); CloudWatch Logs may use it only for the named log group."""
-    log_group_arn = f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "AccountRootAdministersTheKey",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
-            {
-                "Sid": "CloudWatchLogsEncryptsTheLogGroup",
-                "Effect": "Allow",
-                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": [
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                "Resource": "*",
-                "Condition": {
-                    "ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arn},
-                },
-            },
+            account_root_statement(partition, account_id, "AccountRootAdministersTheKey"),
+            cloudwatch_logs_statement(
+                partition, region, account_id, [log_group_name], "CloudWatchLogsEncryptsTheLogGroup"
+            ),
         ],
     }
 

@@ -20,6 +20,9 @@ from typing import Literal
 import pulumi
 import yaml
 
+# One list of Falco's priorities for the program and the Lambda (most to least severe).
+from handlers.alerts import FALCO_PRIORITIES
+
 PROJECT = "falco-securityhub"
 
 # Reads one full config key ("falco-securityhub:nodeMinSize", "aws:region") as the engine hands it
@@ -29,16 +32,6 @@ ConfigReader = Callable[[str], str | None]
 SettingType = Literal["string", "integer", "boolean", "array"]
 SettingValue = str | int | bool | list[str]
 
-FALCO_PRIORITIES = (
-    "Emergency",
-    "Alert",
-    "Critical",
-    "Error",
-    "Warning",
-    "Notice",
-    "Informational",
-    "Debug",
-)  # most to least severe, as Falco spells them
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (

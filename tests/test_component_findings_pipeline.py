@@ -178,8 +178,9 @@ def test_logs_may_use_the_key_only_for_this_stacks_log_groups(
     )
     # The only condition is the encryption context, and it names this account's, this region's
     # groups exactly: no other log group can ask CloudWatch Logs to use the key.
-    assert list(logs["Condition"]) == ["ArnLike"]
-    context = logs["Condition"]["ArnLike"]
+    # ArnEquals: exact ARNs, no wildcard can widen them.
+    assert list(logs["Condition"]) == ["ArnEquals"]
+    context = logs["Condition"]["ArnEquals"]
     assert list(context) == ["kms:EncryptionContext:aws:logs:arn"]
     assert sorted(as_list(context["kms:EncryptionContext:aws:logs:arn"])) == sorted(
         [
