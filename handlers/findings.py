@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -283,15 +284,25 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
     the earliest to the latest time; ProductFields add ``falco/occurrences``, ``falco/first_seen``
     and ``falco/last_seen``. The same batch always gives the same findings, UpdatedAt included.
     """
-    groups: dict[tuple[Any, ...], _Group] = {}
-    for record in records:
+    # Most alerts of a batch repeat nothing, and the full key (every value of the alert, hashed)
+    # costs more than the rest of coalescing. So records are first counted by a cheap key that
+    # equal full keys always share (see _bucket_key); only records whose bucket holds more than
+    # one get a full key. The others are groups of one, keyed by their position (an int never
+    # equals a key tuple).
+    buckets = [_bucket_key(record) for record in records]
+    sizes = Counter(buckets)
+    groups: dict[Any, _Group] = {}
+    for index, record in enumerate(records):
+        observed = _observed_time(record)
+        if sizes[buckets[index]] == 1:
+            groups[index] = _Group(record, observed, observed, 1)
+            continue
         key = _coalesce_key(record)
         try:
             group = groups.get(key)
         except TypeError:  # an unhashable value somewhere in the alert
             key = _exact_coalesce_key(record)
             group = groups.get(key)
-        observed = _observed_time(record)
         if group is None:
             groups[key] = _Group(record, observed, observed, 1)
             continue
@@ -309,7 +320,8 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
             # Two groups that differ only where the Id does not look (output fields next to an
             # identical output, or the record's metadata). One request must not carry one Id
             # twice: Security Hub would drop one, and failures are reported by Id.
-            finding["Id"] = _distinct_id(finding["Id"], key)
+            full_key = _group_key(group.record) if type(key) is int else key
+            finding["Id"] = _distinct_id(finding["Id"], full_key)
         ids.add(finding["Id"])
         found.append(finding)
     return found
@@ -904,6 +916,52 @@ def _coalesce_key(record: AlertRecord) -> tuple[Any, ...]:
         record.instance_id,
         record.node_name,
     )
+
+
+def _bucket_key(record: AlertRecord) -> tuple[Any, ...]:
+    """A cheap key that two records share whenever their full keys are equal.
+
+    Parts of the full key (_coalesce_key) that tell most alerts apart: the output without its
+    time prefix, the process id, container and pod or audit target, and where the record was
+    shipped from. When the lookup falls back to _exact_coalesce_key, equal keys mean equal JSON
+    text instead. For ASCII strings and integers that is the same as equal values, but two
+    different non-ASCII strings can encode alike (a surrogate pair written as two code points),
+    and 1.0 == 1: any other value counts as None here, where the full keys decide.
+    """
+    alert = record.alert
+    output = alert.get("output")
+    output = _strip_time_prefix(output) if type(output) is str else None
+    fields = alert.get("output_fields")
+    if type(fields) is not dict:
+        fields = _NO_FIELDS
+    return (
+        _plain(output),
+        _plain(fields.get("proc.pid")),
+        _plain(fields.get("container.id")),
+        _plain(fields.get("k8s.pod.name")),
+        _plain(fields.get("ka.target.name")),
+        record.cluster_name,
+        record.instance_id,
+        record.node_name,
+    )
+
+
+def _plain(value: Any) -> str | int | None:
+    """The value if equal JSON means equal value for it (ASCII text, integers), else None."""
+    kind = type(value)
+    if kind is int or (kind is str and value.isascii()):
+        return value  # type: ignore[no-any-return]
+    return None
+
+
+def _group_key(record: AlertRecord) -> tuple[Any, ...]:
+    """The key coalesce would have grouped this record by (its full key)."""
+    key = _coalesce_key(record)
+    try:
+        hash(key)
+    except TypeError:
+        return _exact_coalesce_key(record)
+    return key
 
 
 def _distinct_id(finding_id: str, key: tuple[Any, ...]) -> str:
