@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from handlers.alerts import (
     FALCO_PRIORITIES,
@@ -274,7 +274,7 @@ def filter_alert(record: AlertRecord, ctx: FindingContext) -> Skip | None:
 def to_finding(record: AlertRecord, ctx: FindingContext) -> dict[str, Any]:
     """One ASFF finding for one alert, within every ASFF limit."""
     observed = _observed_time(record)
-    return _finding(record, ctx, observed, observed, None)
+    return _finding(record, _Shared(ctx), observed, observed, None)
 
 
 def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[str, Any]]:
@@ -311,11 +311,12 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
             group.record, group.first = record, observed
         if observed.ns > group.last.ns:
             group.last = observed
+    shared = _Shared(ctx)
     found = []
     ids: set[str] = set()
     for key, group in groups.items():
         occurrences = group.count if group.count > 1 else None
-        finding = _finding(group.record, ctx, group.first, group.last, occurrences)
+        finding = _finding(group.record, shared, group.first, group.last, occurrences)
         if finding["Id"] in ids:
             # Two groups that differ only where the Id does not look (output fields next to an
             # identical output, or the record's metadata). One request must not carry one Id
@@ -327,8 +328,7 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class _Observed:
+class _Observed(NamedTuple):  # immutable, and cheaper to build than a frozen dataclass
     ns: int  # for ordering
     text: str  # RFC 3339, UTC, "Z"
     from_alert: bool  # False: only the CloudWatch timestamp was usable
@@ -340,6 +340,120 @@ class _Group:
     first: _Observed
     last: _Observed
     count: int
+
+
+class _Shared:
+    """What the findings of one call have in common, worked out once per call.
+
+    Everything that depends only on the context, on the rule and priority, on the tags, on the
+    output fields' names, or on the cluster and node: a batch comes from one Falco pod on one
+    node, and its alerts repeat a few rules. Lives as long as one coalesce/to_finding call, so
+    hostile input cannot grow it across invocations. The values are strings and tuples; every
+    finding still gets fresh dicts and lists.
+    """
+
+    __slots__ = (
+        "account_id",
+        "cluster",
+        "clusters",
+        "field_keys",
+        "instances",
+        "partition",
+        "product_arn",
+        "region",
+        "rules",
+        "tags",
+    )
+
+    def __init__(self, ctx: FindingContext) -> None:
+        self.account_id = ctx.account_id
+        self.region = ctx.region
+        self.partition = ctx.partition
+        self.product_arn = (
+            f"arn:{ctx.partition}:securityhub:{ctx.region}:{ctx.account_id}"
+            f":product/{ctx.account_id}/default"
+        )
+        self.cluster = _clean(ctx.cluster_name)  # for records that do not name theirs
+        self.rules: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str | None]] = {}
+        self.field_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.clusters: dict[str, tuple[str, str]] = {}
+        self.instances: dict[str, tuple[dict[str, str], str, tuple[tuple[str, Any], ...]]] = {}
+
+    def rule(self, rule: str, priority: str) -> tuple[str, str, str]:
+        """GeneratorId, Title and the falco/rule product field of a rule."""
+        key = (rule, priority)
+        known = self.rules.get(key)
+        if known is None:
+            text = _text(rule)
+            known = self.rules[key] = (
+                _generator_id(rule),
+                _truncate(text, MAX_TITLE_LENGTH),
+                _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH),
+            )
+        return known
+
+    def tag_facts(self, tags: Any) -> tuple[tuple[str, ...], str | None]:
+        """The Types the MITRE tags give (maybe none) and the falco/tags product field."""
+        if type(tags) is not list:
+            return (), None
+        key = tuple(tags)
+        try:
+            known = self.tags.get(key)
+        except TypeError:  # a list or object among the tags: not memoised
+            return _tag_facts(key)
+        if known is None:
+            known = self.tags[key] = _tag_facts(key)
+        return known
+
+    def output_field_keys(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The ProductFields keys of these output fields' names, in order."""
+        keys = self.field_keys.get(names)
+        if keys is None:
+            keys = self.field_keys[names] = tuple(map(_output_field_key, names))
+        return keys
+
+    def cluster_resource(self, cluster: str) -> dict[str, Any]:
+        known = self.clusters.get(cluster)
+        if known is None:
+            arn = _cluster_arn(self.partition, self.region, self.account_id, cluster)
+            known = self.clusters[cluster] = (arn, _identifier(arn, MAX_RESOURCE_ID_LENGTH))
+        arn, resource_id = known
+        return {
+            "Type": "AwsEksCluster",
+            "Id": resource_id,
+            "Partition": self.partition,
+            "Region": self.region,
+            "Details": {"AwsEksCluster": {"Name": cluster, "Arn": arn}},
+        }
+
+    def instance_resource(self, instance_id: str, aws: dict[str, str]) -> dict[str, Any]:
+        known = self.instances.get(instance_id)
+        if known is None or known[0] != aws:
+            described = tuple(map(aws.get, _INSTANCE_DETAIL_KEYS))
+            arn, details = _instance(
+                self.partition, self.region, self.account_id, instance_id, described
+            )
+            known = (aws, _identifier(arn, MAX_RESOURCE_ID_LENGTH), details)
+            self.instances[instance_id] = known
+        _, resource_id, details = known
+        entry: dict[str, Any] = {
+            "Type": "AwsEc2Instance",
+            "Id": resource_id,
+            "Partition": self.partition,
+            "Region": self.region,
+        }
+        if details:
+            # Fresh dicts and lists per finding: findings never share a mutable object.
+            entry["Details"] = {"AwsEc2Instance": _copy_details(details)}
+        return entry
+
+
+def _tag_facts(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], str | None]:
+    strings = tuple(tag for tag in tags if isinstance(tag, str))
+    text = _text(",".join(strings))
+    shown = _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH) if text.strip() else None
+    return _mitre_types(strings), shown
 
 
 class _Alert:
@@ -357,26 +471,26 @@ class _Alert:
         "record",
         "rule",
         "source",
-        "tags",
+        "tag_types",
+        "tags_text",
     )
 
-    def __init__(self, record: AlertRecord, ctx: FindingContext) -> None:
+    def __init__(self, record: AlertRecord, shared: _Shared) -> None:
         alert = record.alert
         rule = alert.get("rule")
         if not isinstance(rule, str):
             raise ValueError("the alert has no string 'rule': it did not come from parse_log_event")
         fields = alert.get("output_fields")
         output = alert.get("output")
-        tags = alert.get("tags")
         self.record = record
         self.rule = rule
         self.priority = _canonical_priority(alert)
         self.fields: dict[str, Any] = fields if isinstance(fields, dict) else _NO_FIELDS
         self.output = output if isinstance(output, str) else None
-        self.tags = tuple(tag for tag in tags if isinstance(tag, str)) if type(tags) is list else ()
+        self.tag_types, self.tags_text = shared.tag_facts(alert.get("tags"))
         self.source = _clean(alert.get("source"))
         self.hostname = _clean(alert.get("hostname"))
-        self.cluster = _clean(record.cluster_name) or _clean(ctx.cluster_name)
+        self.cluster = _clean(record.cluster_name) or shared.cluster
         container_id = _clean(self.fields.get("container.id"))
         # Falco < 0.30 sends no `source`: its audit alerts still give themselves away by ka.*.
         self.is_audit = self.source == "k8s_audit" or (
@@ -395,25 +509,23 @@ class _Alert:
 
 def _finding(
     record: AlertRecord,
-    ctx: FindingContext,
+    shared: _Shared,
     first: _Observed,
     last: _Observed,
     occurrences: int | None,
 ) -> dict[str, Any]:
-    alert = _Alert(record, ctx)
-    types = list(_mitre_types(alert.tags)) or [_behavior_type(alert)]
-    severity = {"Label": SEVERITY_LABELS[alert.priority], "Original": alert.priority}
+    alert = _Alert(record, shared)
+    generator_id, title, rule_field = shared.rule(alert.rule, alert.priority)
+    types = list(alert.tag_types) or [_behavior_type(alert)]
+    label = SEVERITY_LABELS[alert.priority]
     description, description_cut = _description(alert)
     finding: dict[str, Any] = {
         "SchemaVersion": SCHEMA_VERSION,
         "Id": f"falco/alert/{_identity_digest(alert, first)}",
-        "ProductArn": (
-            f"arn:{ctx.partition}:securityhub:{ctx.region}:{ctx.account_id}"
-            f":product/{ctx.account_id}/default"
-        ),
-        "GeneratorId": _generator_id(alert.rule),
-        "AwsAccountId": ctx.account_id,
-        "Region": ctx.region,
+        "ProductArn": shared.product_arn,
+        "GeneratorId": generator_id,
+        "AwsAccountId": shared.account_id,
+        "Region": shared.region,
         "CompanyName": COMPANY_NAME,
         "ProductName": PRODUCT_NAME,
         # Both copies, on purpose. FindingProviderFields is the provider's own record of Severity
@@ -423,21 +535,24 @@ def _finding(
         # the console, insights, filters and automation rules read, and what tools that only
         # know the original ASFF expect; sending them too makes a new finding complete at once.
         "Types": types,
-        "Severity": severity,
-        "FindingProviderFields": {"Severity": dict(severity), "Types": list(types)},
-        "Title": _truncate(_text(alert.rule), MAX_TITLE_LENGTH),
+        "Severity": {"Label": label, "Original": alert.priority},
+        "FindingProviderFields": {
+            "Severity": {"Label": label, "Original": alert.priority},
+            "Types": list(types),
+        },
+        "Title": title,
         "Description": description,
         "CreatedAt": first.text,
         "UpdatedAt": last.text,
         "FirstObservedAt": first.text,
         "LastObservedAt": last.text,
-        "Resources": _resources(alert, ctx),
+        "Resources": _resources(alert, shared),
     }
     process = _process(alert.fields)
     if process:
         finding["Process"] = process
     finding["ProductFields"] = _product_fields(
-        alert, first, last, occurrences, full_output=description_cut
+        alert, shared, rule_field, first, last, occurrences, full_output=description_cut
     )
     _fit_finding_size(finding)
     return finding
@@ -600,7 +715,7 @@ def _description(alert: _Alert) -> tuple[str, bool]:
     return _truncate(text, MAX_DESCRIPTION_LENGTH), False
 
 
-def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
+def _resources(alert: _Alert, shared: _Shared) -> list[dict[str, Any]]:
     record = alert.record
     cluster = alert.cluster or "-"
     resources: list[dict[str, Any]] = []
@@ -614,7 +729,7 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
             node = _clean(record.node_name) or alert.hostname or "-"
             container_ref = f"container/{node}/{name}"
         details = {"Container": _container(alert, name)}
-        resources.append(_resource("Container", container_ref, details, ctx))
+        resources.append(_resource("Container", container_ref, details, shared))
     elif alert.is_audit:
         kind = alert.field("ka.target.resource")
         name = alert.field("ka.target.name")
@@ -631,48 +746,38 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[dict[str, Any]]:
                 if value
             }
             object_ref = f"k8s/{cluster}/{namespace or '-'}/{kind or '-'}/{name or '-'}"
-            resources.append(_resource("Other", object_ref, {"Other": other}, ctx))
+            resources.append(_resource("Other", object_ref, {"Other": other}, shared))
 
     if alert.is_syscall:
         # The node the event happened on: for host alerts the subject, for containers the place
         # to cordon. Audit and cloud events happen in an API, not on Falco's node.
         instance_id = _clean(record.instance_id)
         if instance_id:
-            aws = record.aws or _NO_FIELDS
-            described = tuple(map(aws.get, _INSTANCE_DETAIL_KEYS))
-            arn, details = _instance(
-                ctx.partition, ctx.region, ctx.account_id, instance_id, described
-            )
-            # Fresh dicts per finding: findings never share a mutable object.
-            entry = _resource("AwsEc2Instance", arn, None, ctx)
-            if details:
-                entry["Details"] = {"AwsEc2Instance": _copy_details(details)}
-            resources.append(entry)
+            resources.append(shared.instance_resource(instance_id, record.aws or _NO_FIELDS))
         else:
             node = _clean(record.node_name)
             if node:
                 details = {"Other": {"Node": node}}
-                resources.append(_resource("Other", f"k8s/{cluster}/-/nodes/{node}", details, ctx))
+                node_ref = f"k8s/{cluster}/-/nodes/{node}"
+                resources.append(_resource("Other", node_ref, details, shared))
 
     if alert.cluster:
-        arn = _cluster_arn(ctx.partition, ctx.region, ctx.account_id, alert.cluster)
-        details = {"AwsEksCluster": {"Name": alert.cluster, "Arn": arn}}
-        resources.append(_resource("AwsEksCluster", arn, details, ctx))
+        resources.append(shared.cluster_resource(alert.cluster))
     if not resources:
         # ASFF wants at least one resource: name where the alert came from.
         origin = f"falco/{alert.source or 'syscall'}/{alert.hostname or '-'}"
-        resources.append(_resource("Other", origin, None, ctx))
+        resources.append(_resource("Other", origin, None, shared))
     return resources[:MAX_RESOURCES]
 
 
 def _resource(
-    kind: str, resource_id: str, details: dict[str, Any] | None, ctx: FindingContext
+    kind: str, resource_id: str, details: dict[str, Any] | None, shared: _Shared
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "Type": kind,
         "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
-        "Partition": ctx.partition,
-        "Region": ctx.region,
+        "Partition": shared.partition,
+        "Region": shared.region,
     }
     if details:
         entry["Details"] = details
@@ -680,7 +785,7 @@ def _resource(
 
 
 # A batch comes from one log stream, i.e. one Falco pod on one node in one cluster: the node's and
-# the cluster's resources repeat, so their text is worked out once.
+# the cluster's resources repeat, so their text is worked out once (and _Shared keeps it per call).
 @lru_cache(maxsize=256)
 def _cluster_arn(partition: str, region: str, account_id: str, cluster: str) -> str:
     arn = f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster}"
@@ -745,23 +850,20 @@ def _process(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _product_fields(
     alert: _Alert,
+    shared: _Shared,
+    rule_field: str,
     first: _Observed,
     last: _Observed,
     occurrences: int | None,
     *,
     full_output: bool,
 ) -> dict[str, str]:
-    product_fields = {
-        "falco/rule": _truncate(_text(alert.rule), MAX_PRODUCT_FIELD_VALUE_LENGTH),
-        "falco/priority": alert.priority,
-    }
+    product_fields = {"falco/rule": rule_field, "falco/priority": alert.priority}
     # source, hostname and the log event id come through _clean, within MAX_DETAIL_LENGTH.
     if alert.source:
         product_fields["falco/source"] = alert.source
-    if alert.tags:
-        tags = _text(",".join(alert.tags))
-        if tags.strip():
-            product_fields["falco/tags"] = _truncate(tags, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+    if alert.tags_text is not None:
+        product_fields["falco/tags"] = alert.tags_text
     if alert.hostname:
         product_fields["falco/hostname"] = alert.hostname
     log_event_id = _clean(alert.record.log_event_id)
@@ -782,23 +884,25 @@ def _product_fields(
         fields, dropped = _fields_that_fit(fields, room - 1)  # one pair goes to the count
         if dropped:
             product_fields[DROPPED_FIELDS_KEY] = str(dropped)
-    for key, value in fields.items():
+    keys = shared.output_field_keys(tuple(fields))
+    for key, value in zip(keys, fields.values(), strict=True):
         # The hot loop: most values are short printable strings or integers. A printable string
         # has no control characters or lone surrogates, and at most half the value limit in
-        # characters is within it in UTF-16 code units too.
+        # characters is within it in UTF-16 code units too. Not blank: not all whitespace (the
+        # same test as a non-empty strip(), without the copy).
         kind = type(value)
         if kind is str:
-            if value.isprintable() and len(value) <= _SHORT_TEXT and value.strip():
+            if len(value) <= _SHORT_TEXT and value.isprintable() and value and not value.isspace():
                 if value != _NOT_AVAILABLE:
-                    product_fields[_output_field_key(key)] = value
+                    product_fields[key] = value
                 continue
         elif kind is int:
             if -_SHORT_INTEGER < value < _SHORT_INTEGER:
-                product_fields[_output_field_key(key)] = str(value)
+                product_fields[key] = str(value)
                 continue
         elif value is None:
             continue  # "not known": leaving it out keeps room for fields that are
-        product_fields[_output_field_key(key)] = _render_value(value)
+        product_fields[key] = _render_value(value)
     return product_fields
 
 
