@@ -89,6 +89,10 @@ _CRI_LINE = re.compile(r"\S+ (?:stdout|stderr) [FP] ")
 # (`evt.time.iso8601` when time_format_iso_8601 is on).
 EVENT_TIME_FIELDS = ("evt.time", "evt.time.iso8601")
 
+# json.loads(text) is this scanner, from a default JSONDecoder, run from the first non-space
+# character, with checks around it (see _load_json_line).
+_scan_json = json.JSONDecoder().scan_once
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S = 1_000_000_000
 
@@ -282,6 +286,17 @@ def _parse(event: LogEvent) -> AlertRecord | Skip:
 
 
 def _load_json_line(line: str) -> Any:
+    if line[:1] == "{":
+        # The usual line: one JSON object and nothing else. json.loads would do exactly this
+        # scan after checks that cost as much as a small alert's parse; any other outcome
+        # (trailing text, an error) goes the general way below, which says what is wrong.
+        try:
+            value, end = _scan_json(line, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass
+        else:
+            if end == len(line):
+                return value
     stripped = line.lstrip()
     if stripped[:1] not in ("{", "[") and (match := _CRI_LINE.match(stripped)):
         stripped = stripped[match.end() :]
@@ -335,9 +350,10 @@ def _record(event: LogEvent, alert: dict[str, Any], record: dict[str, Any] | Non
     aws = {}
     if "ec2_instance_id" in record or "hostname" in record:
         for key in AWS_FILTER_KEYS:
-            value = record.get(key)
-            if type(value) is str and value and not value.isspace():
-                aws[key] = value.strip()
+            if key in record:
+                value = record[key]
+                if type(value) is str and value and not value.isspace():
+                    aws[key] = value.strip()
     node_name = (
         (kubernetes is not None and _nonblank(kubernetes.get("host")))
         or aws.get("hostname")
