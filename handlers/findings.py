@@ -195,9 +195,9 @@ OUTPUT_FIELD_PREFIX = "falco/output_fields/"
 DROPPED_FIELDS_KEY = "falco/output_fields_dropped"
 
 _TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?", re.IGNORECASE | re.ASCII)
-_RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII
-)
+_DATE_TIME_PATTERN = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}"
+_RFC3339 = re.compile(rf"({_DATE_TIME_PATTERN})(?:\.(\d+))?([Zz]|[+-]\d{{2}}:?\d{{2}})", re.ASCII)
+_DATE_TIME = re.compile(_DATE_TIME_PATTERN, re.ASCII)
 # Falco starts `output` with the event time: "13:44:05.478445995: " or, with
 # time_format_iso_8601, "2016-08-04T16:17:57.881785348+0000: ".
 _OUTPUT_TIME_PREFIX = re.compile(
@@ -503,9 +503,6 @@ class _Alert:
     def is_syscall(self) -> bool:
         return not self.is_audit and (self.source is None or self.source in SYSCALL_SOURCES)
 
-    def field(self, key: str) -> str | None:
-        return _clean(self.fields.get(key))
-
 
 def _finding(
     record: AlertRecord,
@@ -583,6 +580,14 @@ def _observed_time(record: AlertRecord) -> _Observed:
 
 
 def _parse_rfc3339(value: str) -> _Observed | None:
+    if len(value) == 30 and value[19] == "." and value[29] == "Z":
+        # Falco's own format, "2024-05-25T13:44:05.478445995Z" (nearly every alert): what the
+        # general path gives for it, with the seconds looked up once per distinct second.
+        digits = value[20:29]
+        utc = _zulu_seconds(value[:19]) if digits.isascii() and digits.isdigit() else None
+        if utc is not None:
+            seconds, utc_text = utc
+            return _Observed(seconds * 1_000_000_000 + int(digits), f"{utc_text}.{digits}Z", True)
     match = _RFC3339.fullmatch(value.strip())
     if match is None:
         return None
@@ -594,6 +599,14 @@ def _parse_rfc3339(value: str) -> _Observed | None:
     digits = fraction[:9] if fraction else ""  # RFC 3339 allows more; ASFF takes up to 9
     ns = seconds * 1_000_000_000 + (int(digits.ljust(9, "0")) if digits else 0)
     return _Observed(ns, f"{utc_text}.{digits}Z" if digits else f"{utc_text}Z", True)
+
+
+@lru_cache(maxsize=512)
+def _zulu_seconds(date_time: str) -> tuple[int, str] | None:
+    """_utc_seconds(date_time, "Z") for text _RFC3339 would match as date and time, else None."""
+    if _DATE_TIME.fullmatch(date_time) is None:
+        return None
+    return _utc_seconds(date_time, "Z")
 
 
 @lru_cache(maxsize=512)
@@ -717,12 +730,13 @@ def _description(alert: _Alert) -> tuple[str, bool]:
 
 def _resources(alert: _Alert, shared: _Shared) -> list[dict[str, Any]]:
     record = alert.record
+    fields = alert.fields
     cluster = alert.cluster or "-"
     resources: list[dict[str, Any]] = []
     if alert.is_container:
-        name = alert.field("container.name") or alert.field("container.id") or "-"
-        namespace = alert.field("k8s.ns.name")
-        pod = alert.field("k8s.pod.name")
+        name = _clean(fields.get("container.name")) or _clean(fields.get("container.id")) or "-"
+        namespace = _clean(fields.get("k8s.ns.name"))
+        pod = _clean(fields.get("k8s.pod.name"))
         if namespace or pod:
             container_ref = f"k8s/{cluster}/{namespace or '-'}/pods/{pod or '-'}/{name}"
         else:
@@ -731,17 +745,17 @@ def _resources(alert: _Alert, shared: _Shared) -> list[dict[str, Any]]:
         details = {"Container": _container(alert, name)}
         resources.append(_resource("Container", container_ref, details, shared))
     elif alert.is_audit:
-        kind = alert.field("ka.target.resource")
-        name = alert.field("ka.target.name")
+        kind = _clean(fields.get("ka.target.resource"))
+        name = _clean(fields.get("ka.target.name"))
         if kind or name:
-            namespace = alert.field("ka.target.namespace")
+            namespace = _clean(fields.get("ka.target.namespace"))
             other = {
                 label: value
                 for label, value in (
                     ("Namespace", namespace),
                     ("Resource", kind),
                     ("Name", name),
-                    ("Subresource", alert.field("ka.target.subresource")),
+                    ("Subresource", _clean(fields.get("ka.target.subresource"))),
                 )
                 if value
             }
@@ -806,26 +820,30 @@ def _instance(
 
 
 def _copy_details(details: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-    return {field: list(value) if type(value) is list else value for field, value in details}
+    copied = dict(details)
+    if "IpV4Addresses" in copied:  # the only list
+        copied["IpV4Addresses"] = list(copied["IpV4Addresses"])
+    return copied
 
 
 def _container(alert: _Alert, name: str) -> dict[str, Any]:
+    fields = alert.fields
     details: dict[str, Any] = {"Name": name}
-    repository = alert.field("container.image.repository")
+    repository = _clean(fields.get("container.image.repository"))
     if repository:
-        tag = alert.field("container.image.tag")
+        tag = _clean(fields.get("container.image.tag"))
         details["ImageName"] = _truncate(
             f"{repository}:{tag}" if tag else repository, MAX_DETAIL_LENGTH
         )
-    full_id = alert.field("container.full_id")
+    full_id = _clean(fields.get("container.full_id"))
     if full_id:
         # The issue asks for the full container id here: Falco does not report the image id.
         details["ImageId"] = full_id
-    started = alert.fields.get("container.start_ts")
+    started = fields.get("container.start_ts")
     if type(started) is int and started > 0:
         with contextlib.suppress(OverflowError, ValueError):
             details["LaunchedAt"] = falco_time_from_ns(started)
-    privileged = alert.fields.get("container.privileged")
+    privileged = fields.get("container.privileged")
     if type(privileged) is bool:
         details["Privileged"] = privileged
     return details
@@ -841,10 +859,12 @@ def _process(fields: dict[str, Any]) -> dict[str, Any]:
     path = _clean(fields.get("proc.exepath"), MAX_PROCESS_PATH_LENGTH)
     if path:
         process["Path"] = path
-    for key, field in (("proc.pid", "Pid"), ("proc.ppid", "ParentPid")):
-        value = fields.get(key)
-        if type(value) is int and 0 <= value <= MAX_INTEGER:
-            process[field] = value
+    pid = fields.get("proc.pid")
+    if type(pid) is int and 0 <= pid <= MAX_INTEGER:
+        process["Pid"] = pid
+    parent = fields.get("proc.ppid")
+    if type(parent) is int and 0 <= parent <= MAX_INTEGER:
+        process["ParentPid"] = parent
     return process
 
 
@@ -954,8 +974,16 @@ def _fit_finding_size(finding: dict[str, Any]) -> None:
     # the rest), so bound their JSON without serialising: after _text, an ASCII character costs
     # at most 2 bytes (escaped quote or backslash), any other at most 12 ("\ud83d\ude00").
     values = product_fields.values()
-    characters = sum(map(len, values)) + sum(map(len, product_fields))
-    characters += len(finding["Description"]) + 8 * (len(product_fields) + 1)
+    # First with every key counted at its limit (cheaper than measuring them): enough for
+    # nearly every finding.
+    pairs = len(product_fields) + 1
+    characters = sum(map(len, values)) + len(finding["Description"])
+    if (
+        _OTHER_FIELDS_MAX_BYTES + 12 * (characters + (MAX_PRODUCT_FIELD_KEY_LENGTH + 8) * pairs)
+        <= MAX_FINDING_BYTES
+    ):
+        return
+    characters += sum(map(len, product_fields)) + 8 * pairs
     if _OTHER_FIELDS_MAX_BYTES + 12 * characters <= MAX_FINDING_BYTES:
         return
     if (
@@ -1026,9 +1054,9 @@ def _bucket_key(record: AlertRecord) -> tuple[Any, ...]:
     """A cheap key that two records share whenever their full keys are equal.
 
     Parts of the full key (_coalesce_key) that tell most alerts apart: the output without its
-    time prefix, the process id, container and pod or audit target, and where the record was
-    shipped from. When the lookup falls back to _exact_coalesce_key, equal keys mean equal JSON
-    text instead. For ASCII strings and integers that is the same as equal values, but two
+    time prefix, the process id, the container or audit target, and where the record was shipped
+    from. When the lookup falls back to _exact_coalesce_key, equal keys mean equal JSON text
+    instead. For ASCII strings and integers that is the same as equal values, but two
     different non-ASCII strings can encode alike (a surrogate pair written as two code points),
     and 1.0 == 1: any other value counts as None here, where the full keys decide.
     """
@@ -1042,7 +1070,6 @@ def _bucket_key(record: AlertRecord) -> tuple[Any, ...]:
         _plain(output),
         _plain(fields.get("proc.pid")),
         _plain(fields.get("container.id")),
-        _plain(fields.get("k8s.pod.name")),
         _plain(fields.get("ka.target.name")),
         record.cluster_name,
         record.instance_id,
