@@ -131,7 +131,7 @@ class Cluster(pulumi.ComponentResource):
     cluster_arn: pulumi.Output[str]
     kubeconfig_json: pulumi.Output[str]
     eks_cluster: eks.Cluster
-    node_group: eks.ManagedNodeGroup
+    node_group: aws.eks.NodeGroup
     pod_identity_agent: aws.eks.Addon
     secrets_key_arn: pulumi.Output[str]
 
@@ -236,9 +236,12 @@ class Cluster(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        self.node_group = eks.ManagedNodeGroup(
+        # The EKS managed node group API itself (aws.eks.NodeGroup), not pulumi-eks's
+        # ManagedNodeGroup wrapper: every input is a plain value (cluster name, role ARN), so the
+        # node group shows in `pulumi preview` as it is, and tests see it under any mocks. With
+        # the API authentication mode, EKS creates the node role's access entry itself.
+        self.node_group = aws.eks.NodeGroup(
             f"{name}-nodes",
-            cluster=self.eks_cluster,
             cluster_name=args.cluster_name,
             node_role_arn=node_role.arn,
             subnet_ids=args.private_subnet_ids,

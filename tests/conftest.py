@@ -209,9 +209,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 class ResourceReferenceFreeMonitor(pulumi_mock_runtime.MockMonitor):
     """A mock monitor that does not advertise resource references.
 
-    Resource-typed inputs to remote components (e.g. ``ManagedNodeGroup(cluster=...)``) otherwise
-    fail under mocks with "Task attached to a different loop"; without the feature they arrive as
-    URN/ID strings, which is all a unit test needs.
+    Resource-typed inputs to remote components (e.g. pulumi-eks's ``ManagedNodeGroup(cluster=...)``)
+    otherwise fail under mocks with "Task attached to a different loop"; without the feature they
+    arrive as URN/ID strings. The program itself avoids such inputs (its node group is a plain
+    aws.eks.NodeGroup), so it also runs under the default mock monitor.
     """
 
     def SupportsFeature(self, request: Any) -> Any:  # gRPC method name

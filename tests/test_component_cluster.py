@@ -29,7 +29,7 @@ ADMINS = [
     "arn:aws:iam::210987654321:role/team/security-oncall",
 ]
 EKS = "eks:index:Cluster"
-NODES = "eks:index:ManagedNodeGroup"
+NODES = "aws:eks/nodeGroup:NodeGroup"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 
 

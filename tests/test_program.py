@@ -312,7 +312,7 @@ def test_the_pipeline_is_configured_from_the_settings(program: ProgramRun) -> No
 
 # -- network and cluster wiring ------------------------------------------------------------------
 def test_nodes_run_in_the_networks_private_subnets(program: ProgramRun) -> None:
-    nodes = program.mocks.one("eks:index:ManagedNodeGroup")
+    nodes = program.mocks.one("aws:eks/nodeGroup:NodeGroup")
     private = [
         f"{s.name}-id"
         for s in program.mocks.of_type("aws:ec2/subnet:Subnet")
