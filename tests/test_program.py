@@ -379,3 +379,24 @@ def test_findings_console_url_opens_falco_findings_in_the_home_region(program: P
     assert url.endswith(
         f"#/findings?search=ProductName%3D%255Coperator%255C%253AEQUALS%255C%253A{encoded_name}"
     )
+
+
+def _urns(value: Any) -> Iterator[str]:
+    if isinstance(value, str) and value.startswith("urn:pulumi:"):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _urns(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _urns(item)
+
+
+def test_remote_components_get_no_resource_typed_inputs(program: ProgramRun) -> None:
+    # A resource passed as an input to a remote (multi-language) component, such as pulumi-eks's
+    # ManagedNodeGroup(cluster=...), arrives here as its URN; under Pulumi's default mock monitor
+    # the same input fails intermittently ("attached to a different loop"), so any mock-based
+    # check of this program, ours or a reviewer's, would be flaky.
+    for resource in program.mocks.resources:
+        if resource.type.startswith("eks:index:"):
+            assert not list(_urns(resource.inputs)), f"{resource.type} {resource.name}"
