@@ -333,7 +333,6 @@ def _unmerge(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(event: LogEvent, alert: dict[str, Any], record: dict[str, Any] | None) -> AlertRecord:
-    alert_hostname = _nonblank(alert.get("hostname"))
     if record is None:
         return AlertRecord(
             alert=alert,
@@ -341,7 +340,7 @@ def _record(event: LogEvent, alert: dict[str, Any], record: dict[str, Any] | Non
             timestamp_ms=event.timestamp_ms,
             cluster_name=None,
             instance_id=None,
-            node_name=alert_hostname,
+            node_name=_nonblank(alert.get("hostname")),
             kubernetes=None,
         )
     kubernetes = record.get("kubernetes")
@@ -357,7 +356,7 @@ def _record(event: LogEvent, alert: dict[str, Any], record: dict[str, Any] | Non
     node_name = (
         (kubernetes is not None and _nonblank(kubernetes.get("host")))
         or aws.get("hostname")
-        or alert_hostname
+        or _nonblank(alert.get("hostname"))
     )
     return AlertRecord(
         alert=alert,
