@@ -1056,9 +1056,9 @@ def _bucket_key(record: AlertRecord) -> tuple[Any, ...]:
     Parts of the full key (_coalesce_key) that tell most alerts apart: the output without its
     time prefix, the process id, the container or audit target, and where the record was shipped
     from. When the lookup falls back to _exact_coalesce_key, equal keys mean equal JSON text
-    instead. For ASCII strings and integers that is the same as equal values, but two
-    different non-ASCII strings can encode alike (a surrogate pair written as two code points),
-    and 1.0 == 1: any other value counts as None here, where the full keys decide.
+    instead. For ASCII strings and integers that is the same as equal values, but two different
+    non-ASCII strings can encode alike (a surrogate pair written as two code points) and NaN is
+    not equal to itself: any other value counts as None here, and the full keys decide.
     """
     alert = record.alert
     output = alert.get("output")
