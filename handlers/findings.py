@@ -22,7 +22,8 @@ Decisions a reader needs (the tests pin each one):
   is unknown); for syscall alerts the node (``AwsEc2Instance`` when the instance id is known, else
   ``Other`` ``k8s/<cluster>/-/nodes/<node>``); the EKS cluster when its name is known.
 * ProductFields: ``falco/rule``, ``falco/priority``, ``falco/source``, ``falco/tags``,
-  ``falco/hostname``, ``falco/log_event_id``, and each non-null output field as
+  ``falco/hostname``, ``falco/log_group`` and ``falco/log_stream`` (in the Lambda),
+  ``falco/log_event_id``, and each non-null output field as
   ``falco/output_fields/<key>``; at most ``OWN_PRODUCT_FIELDS`` (45) pairs so the
   ``aws/securityhub/*`` keys Security Hub adds still fit in 50. When output fields do not fit,
   container/k8s/proc/user/fd/ka fields go first and ``falco/output_fields_dropped`` counts the rest.
@@ -233,6 +234,10 @@ class FindingContext:
     partition: str = "aws"
     cluster_name: str | None = None  # default when the record does not carry one (env CLUSTER_NAME)
     min_priority: str = "Debug"  # alerts below it are skipped ("below_min_priority")
+    # Where the batch came from (the subscription event's logGroup/logStream), so that a finding
+    # names the log group and stream to search for its raw alert; None outside the Lambda.
+    log_group: str | None = None
+    log_stream: str | None = None
 
     def __post_init__(self) -> None:
         # A bad MIN_PRIORITY fails the cold start with a message naming the allowed values,
@@ -358,6 +363,8 @@ class _Shared:
         "clusters",
         "field_keys",
         "instances",
+        "log_group",
+        "log_stream",
         "partition",
         "product_arn",
         "region",
@@ -374,6 +381,8 @@ class _Shared:
             f":product/{ctx.account_id}/default"
         )
         self.cluster = _clean(ctx.cluster_name)  # for records that do not name theirs
+        self.log_group = _clean(ctx.log_group)
+        self.log_stream = _clean(ctx.log_stream)
         self.rules: dict[tuple[str, str], tuple[str, str, str]] = {}
         self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str | None]] = {}
         self.field_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -835,10 +844,11 @@ def _container(alert: _Alert, name: str) -> dict[str, Any]:
         details["ImageName"] = _truncate(
             f"{repository}:{tag}" if tag else repository, MAX_DETAIL_LENGTH
         )
-    full_id = _clean(fields.get("container.full_id"))
-    if full_id:
-        # The issue asks for the full container id here: Falco does not report the image id.
-        details["ImageId"] = full_id
+    digest = _clean(fields.get("container.image.digest"))
+    if digest:
+        # ASFF's ImageId is the image's identifier: Falco's image digest (sha256:...), when the
+        # rule outputs it. The container's own id stays in ProductFields (container.full_id).
+        details["ImageId"] = _truncate(digest, MAX_DETAIL_LENGTH)
     started = fields.get("container.start_ts")
     if type(started) is int and started > 0:
         with contextlib.suppress(OverflowError, ValueError):
@@ -886,6 +896,10 @@ def _product_fields(
         product_fields["falco/tags"] = alert.tags_text
     if alert.hostname:
         product_fields["falco/hostname"] = alert.hostname
+    if shared.log_group:
+        product_fields["falco/log_group"] = shared.log_group
+    if shared.log_stream:
+        product_fields["falco/log_stream"] = shared.log_stream
     log_event_id = _clean(alert.record.log_event_id)
     if log_event_id:
         product_fields["falco/log_event_id"] = log_event_id

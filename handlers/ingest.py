@@ -26,7 +26,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -259,6 +259,8 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(
         log_group=batch.log_group, log_stream=batch.log_stream, message_type=batch.message_type
     )
+    # Findings name the log group and stream their alert came from (ProductFields).
+    ctx = replace(ctx, log_group=batch.log_group, log_stream=batch.log_stream)
     skipped: Counter[str] = Counter()
     if batch.message_type != "DATA_MESSAGE":  # CONTROL_MESSAGE: CloudWatch checking reachability
         logger.info("control message ignored")

@@ -406,10 +406,10 @@ def test_container_alert_names_the_container_the_node_and_the_cluster():
     ]
     container = produced["Resources"][0]
     assert container["Id"] == "k8s/prod/default/pods/kubecon/kubecon"
+    # Falco's SHELL alert names no image digest: no ImageId (the container id is not one).
     assert container["Details"]["Container"] == {
         "Name": "kubecon",
         "ImageName": "docker.io/library/alpine:3.19",
-        "ImageId": SHELL["output_fields"]["container.full_id"],
     }
     node = resource(produced, "AwsEc2Instance")
     assert node["Id"] == f"arn:aws:ec2:us-west-2:{ACCOUNT}:instance/{INSTANCE}"
@@ -425,6 +425,17 @@ def test_container_alert_names_the_container_the_node_and_the_cluster():
     for entry in produced["Resources"]:
         assert entry["Partition"] == "aws"
         assert entry["Region"] == "us-west-2"
+
+
+def test_the_image_digest_is_the_containers_image_id():
+    digest = "sha256:" + "0123456789abcdef" * 4
+    alert = {**SHELL, "output_fields": {**SHELL["output_fields"], "container.image.digest": digest}}
+
+    details = resource(finding(alert), "Container")["Details"]["Container"]
+
+    assert details["ImageId"] == digest
+    full_id = SHELL["output_fields"]["container.full_id"]
+    assert finding(alert)["ProductFields"]["falco/output_fields/container.full_id"] == full_id
 
 
 def test_container_launch_time_is_given_only_when_falco_knows_it():

@@ -22,6 +22,7 @@ from aws_fakes import (
     FakeLambdaContext,
     HttpFaults,
     control_message_event,
+    encode_payload,
     falco_alert,
     fast_botocore_retries,
     fluent_bit_log_record,
@@ -31,6 +32,7 @@ from aws_fakes import (
     reset_security_hub,
     stored_findings,
     subscription_event,
+    subscription_payload,
 )
 
 from handlers import alerts, findings, ingest
@@ -165,6 +167,20 @@ def test_redelivery_leaves_the_number_of_findings_unchanged(hub: Any) -> None:
     assert summary["imported"] == 130
     assert stored_ids() == first
     assert len(stored_findings(REGION)) == 130
+
+
+def test_a_finding_names_the_log_group_stream_and_event_it_came_from(hub: Any) -> None:
+    # "Where did this alert go?" answered from the finding: the raw record is one
+    # `aws logs filter-log-events` away.
+    payload = subscription_payload(
+        shell_records(1), log_group="/falco/prod/alerts", log_stream="ip-10-0-1-2/falco"
+    )
+    ingest.handler(encode_payload(payload), FakeLambdaContext())
+
+    [stored] = stored_findings(REGION)
+    assert stored["ProductFields"]["falco/log_group"] == "/falco/prod/alerts"
+    assert stored["ProductFields"]["falco/log_stream"] == "ip-10-0-1-2/falco"
+    assert stored["ProductFields"]["falco/log_event_id"] == payload["logEvents"][0]["id"]
 
 
 def test_repeated_alerts_coalesce_into_one_finding(wire: HttpFaults) -> None:
