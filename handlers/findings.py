@@ -44,7 +44,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -63,6 +63,7 @@ __all__ = [
     "FALCO_PRIORITIES",
     "FindingContext",
     "coalesce",
+    "coalesce_each",
     "filter_alert",
     "parse_priority",
     "to_finding",
@@ -289,6 +290,17 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
     the earliest to the latest time; ProductFields add ``falco/occurrences``, ``falco/first_seen``
     and ``falco/last_seen``. The same batch always gives the same findings, UpdatedAt included.
     """
+    return list(coalesce_each(records, ctx))
+
+
+def coalesce_each(records: Sequence[AlertRecord], ctx: FindingContext) -> Iterator[dict[str, Any]]:
+    """:func:`coalesce`, one finding at a time: each finding is complete when it is yielded.
+
+    The groups are formed from the whole batch first; only building the findings is lazy. The
+    handler serializes each finding as soon as it is built, while its dicts are still in the
+    CPU cache (and then no longer holds them), which is measurably cheaper than building all of
+    them first.
+    """
     # Most alerts of a batch repeat nothing, and the full key (every value of the alert, hashed)
     # costs more than the rest of coalescing. So records are first counted by a cheap key that
     # equal full keys always share (see _bucket_key); only records whose bucket holds more than
@@ -317,7 +329,6 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
         if observed.ns > group.last.ns:
             group.last = observed
     shared = _Shared(ctx)
-    found = []
     ids: set[str] = set()
     for key, group in groups.items():
         occurrences = group.count if group.count > 1 else None
@@ -329,8 +340,7 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
             full_key = _group_key(group.record) if type(key) is int else key
             finding["Id"] = _distinct_id(finding["Id"], full_key)
         ids.add(finding["Id"])
-        found.append(finding)
-    return found
+        yield finding
 
 
 class _Observed(NamedTuple):  # immutable, and cheaper to build than a frozen dataclass

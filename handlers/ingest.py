@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import json
 import logging
 import os
 import time
@@ -148,10 +149,17 @@ def _parse(
 
 def _map(
     records: list[alerts.AlertRecord], ctx: findings.FindingContext, skipped: Counter[str]
-) -> list[dict[str, Any]]:
-    """Coalesce and map; if that fails, skip only the records that break it."""
+) -> list[securityhub.Serialized]:
+    """Coalesce, map and serialize; if that fails, skip only the records that break it.
+
+    Each finding is serialized as soon as it is built, and only its Id and text are kept (the
+    text is what goes into the request): its dicts are freed while still in the CPU cache, and
+    the next finding reuses that memory. An invocation's alerts and findings together do not fit
+    in the cache; building all findings first, then serializing them, costs measurably more.
+    """
+    serialized = securityhub.serialized
     try:
-        return findings.coalesce(records, ctx)
+        return [serialized(finding) for finding in findings.coalesce_each(records, ctx)]
     except Exception:  # a bug in findings.py must not cost the other records
         logger.exception("coalescing failed; mapping records one by one")
     usable: list[alerts.AlertRecord] = []
@@ -164,17 +172,19 @@ def _map(
         else:
             usable.append(record)
     try:
-        return findings.coalesce(usable, ctx)
+        found = list(findings.coalesce_each(usable, ctx))
     except Exception:  # coalescing itself is broken: one finding per alert still lands
         logger.exception("coalescing failed again; importing one finding per alert")
-        return mapped
+        found = mapped
+    return [serialized(finding) for finding in found]
 
 
-def _log_findings(found: list[dict[str, Any]]) -> None:
+def _log_findings(found: list[securityhub.Serialized]) -> None:
     """DEBUG only: which log event became which finding (the answer to "where did it go?")."""
     if logger.log_level > logging.DEBUG:
         return  # per-finding lines would dominate the cost and the log volume at INFO
-    for finding in found:
+    for _, text in found:
+        finding = json.loads(text)  # DEBUG only: the handler keeps findings as text
         fields = finding.get("ProductFields", {})
         logger.debug(
             "finding built",
@@ -278,7 +288,9 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     found = _map(records, ctx, skipped) if records else []
     coalesced = len(records) - len(found)
     _log_findings(found)
-    result = securityhub.import_findings(securityhub_client(ctx.region), found, sleep=_retry_sleep)
+    result = securityhub.import_serialized(
+        securityhub_client(ctx.region), found, sleep=_retry_sleep
+    )
     _emit_metrics(len(batch.events), skipped, coalesced, result)
     summary = _summary(
         len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced

@@ -25,7 +25,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -42,6 +42,7 @@ MAX_REQUEST_BYTES = 6_000_000
 _BODY_START, _BODY_END = '{"Findings":[', "]}"
 _ENVELOPE_BYTES = len(_BODY_START) + len(_BODY_END)
 _SEPARATOR_BYTES = len(",")
+_T = TypeVar("_T")
 
 # The client's retry and timeout policy. Security Hub allows 10 requests/s with bursts of 30 per
 # account and Region, shared by every concurrent Lambda container, so throttling is expected
@@ -225,21 +226,27 @@ def finding_size(finding: dict[str, Any]) -> int:
     return len(serialize(finding))
 
 
-_Serialized = tuple[dict[str, Any], str]  # a finding and its JSON text, serialized once
+# A finding as import_serialized takes it: its Id and its serialize() text, nothing else. Once
+# serialized, the finding's dicts are not needed (see import_serialized); the text carries it all.
+Serialized = tuple[Any, str]
+_Serialized = Serialized
 
 
-def _serialized(findings: Iterable[dict[str, Any]]) -> Iterator[_Serialized]:
-    return ((f, serialize(f)) for f in findings)
+def serialized(finding: dict[str, Any]) -> Serialized:
+    """What :func:`import_serialized` takes for this finding."""
+    return finding.get("Id"), serialize(finding)
 
 
-def _chunks(serialized: Iterable[_Serialized]) -> Iterator[list[_Serialized]]:
-    chunk: list[_Serialized] = []
+def _chunks(
+    items: Iterable[tuple[_T, str]], ident: Callable[[_T], Any]
+) -> Iterator[list[tuple[_T, str]]]:
+    chunk: list[tuple[_T, str]] = []
     chunk_bytes = _ENVELOPE_BYTES
-    for finding, text in serialized:
+    for item, text in items:
         size = len(text)
         if size > MAX_FINDING_BYTES:
             raise ValueError(
-                f"finding {finding.get('Id')!r} is {size} bytes; the limit is {MAX_FINDING_BYTES}"
+                f"finding {ident(item)!r} is {size} bytes; the limit is {MAX_FINDING_BYTES}"
             )
         added = size + (_SEPARATOR_BYTES if chunk else 0)
         if chunk and (
@@ -247,7 +254,7 @@ def _chunks(serialized: Iterable[_Serialized]) -> Iterator[list[_Serialized]]:
         ):
             yield chunk
             chunk, chunk_bytes, added = [], _ENVELOPE_BYTES, size
-        chunk.append((finding, text))
+        chunk.append((item, text))
         chunk_bytes += added
     if chunk:
         yield chunk
@@ -258,7 +265,13 @@ def chunk_findings(findings: Sequence[dict[str, Any]]) -> Iterator[list[dict[str
 
     Raises ValueError for a finding over 240 KB (:func:`import_findings` refuses those first).
     """
-    return ([finding for finding, _ in chunk] for chunk in _chunks(_serialized(findings)))
+    pairs = ((finding, serialize(finding)) for finding in findings)
+    chunks = _chunks(pairs, lambda finding: finding.get("Id"))
+    return ([finding for finding, _ in chunk] for chunk in chunks)
+
+
+def _same(finding_id: Any) -> Any:
+    return finding_id
 
 
 def _backoff(round_number: int, *, base: float = 1.0, cap: float = 8.0) -> float:
@@ -269,7 +282,10 @@ def _backoff(round_number: int, *, base: float = 1.0, cap: float = 8.0) -> float
 
 def _call(client: Any, chunk: list[_Serialized], fast: bool) -> dict[str, Any]:
     if not fast:
-        return client.batch_import_findings(Findings=[finding for finding, _ in chunk])  # type: ignore[no-any-return]
+        # A client without the hooks (not from new_client): the plain call, with the findings
+        # read back from their text (the same values: findings are plain JSON).
+        findings = [json.loads(text) for _, text in chunk]
+        return client.batch_import_findings(Findings=findings)  # type: ignore[no-any-return]
     body = _BODY_START + ",".join(text for _, text in chunk) + _BODY_END
     return client.batch_import_findings(  # type: ignore[no-any-return]
         Findings=[], **{_SerializedBody.BODY_PARAMETER: body.encode("ascii")}
@@ -293,17 +309,17 @@ def _send(
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "ClientError")
         message = str(error.get("Message") or exc)
-        return [(s, FailedFinding(str(s[0].get("Id")), code, message)) for s in chunk], True
+        return [(s, FailedFinding(str(s[0]), code, message)) for s in chunk], True
     except BotoCoreError as exc:  # connection errors and timeouts after botocore's retries
         code = type(exc).__name__
-        return [(s, FailedFinding(str(s[0].get("Id")), code, str(exc))) for s in chunk], True
+        return [(s, FailedFinding(str(s[0]), code, str(exc))) for s in chunk], True
 
     result.botocore_retries += int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
     reported = response.get("FailedFindings") or []
     if not reported:
         result.imported += len(chunk)
         return [], False
-    by_id = {s[0].get("Id"): s for s in chunk}
+    by_id = {s[0]: s for s in chunk}
     failures: list[tuple[_Serialized, FailedFinding]] = []
     for entry in reported:
         finding = by_id.pop(entry.get("Id"), None)
@@ -337,21 +353,38 @@ def import_findings(
     whole-call error after botocore's own retries marks that chunk's findings failed and the other
     chunks still go out. Check ``result.failed``.
     """
+    items = map(serialized, findings)
+    return import_serialized(client, items, max_rounds=max_rounds, sleep=sleep)
+
+
+def import_serialized(
+    client: Any,
+    serialized: Iterable[Serialized],
+    *,
+    max_rounds: int = 4,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ImportResult:
+    """:func:`import_findings` for findings already serialized (:func:`serialized` of each).
+
+    The handler serializes each finding right after building it and keeps only the text: the
+    finding's dicts are freed at once, so the next finding is built in memory still in the CPU
+    cache (measurably cheaper than building them all, then serializing them all).
+    """
     result = ImportResult(imported=0, failed=[], calls=0)
     fast = client in _SerializedBody.clients
     pending: list[_Serialized] = []
-    for finding, text in _serialized(findings):
+    for finding_id, text in serialized:
         size = len(text)
         if size > MAX_FINDING_BYTES:
             result.failed.append(
                 FailedFinding(
-                    str(finding.get("Id")),
+                    str(finding_id),
                     FINDING_TOO_LARGE,
                     f"{size} bytes serialized; Security Hub accepts at most {MAX_FINDING_BYTES}",
                 )
             )
         else:
-            pending.append((finding, text))
+            pending.append((finding_id, text))
 
     max_rounds = max(1, max_rounds)
     for round_number in range(max_rounds):
@@ -360,7 +393,7 @@ def import_findings(
             result.retried += len(pending)
         retry: list[_Serialized] = []
         last_round = round_number == max_rounds - 1
-        for chunk in _chunks(pending):
+        for chunk in _chunks(pending, _same):
             failures, whole_call = _send(client, chunk, result, fast)
             for serialized, failure in failures:
                 # Whole-call errors were already retried by botocore; do not multiply them.

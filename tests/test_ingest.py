@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +344,8 @@ def test_one_bad_record_never_affects_the_others(
     """Even a bug in the pure modules triggered by one record costs only that record."""
     event = log_records(shell_records(5))
     ids = [e.id for e in alerts.decode_subscription_event(event).events]
-    parse, coalesce, to_finding = alerts.parse_log_event, findings.coalesce, findings.to_finding
+    parse, to_finding = alerts.parse_log_event, findings.to_finding
+    coalesce = findings.coalesce_each
 
     def parse_breaking_on_one(event: alerts.LogEvent) -> Any:
         if event.id == ids[1]:
@@ -351,9 +353,11 @@ def test_one_bad_record_never_affects_the_others(
         return parse(event)
 
     def coalesce_breaking_on_one(records: Any, ctx: Any) -> Any:
-        if any(r.log_event_id == ids[3] for r in records):
-            raise KeyError("mapper bug")
-        return coalesce(records, ctx)
+        # Fails the way the real generator would: part-way through, after yielding findings.
+        for finding in coalesce(records, ctx):
+            if finding["ProductFields"]["falco/log_event_id"] == ids[3]:
+                raise KeyError("mapper bug")
+            yield finding
 
     def to_finding_breaking_on_one(record: Any, ctx: Any) -> Any:
         if record.log_event_id == ids[3]:
@@ -361,7 +365,8 @@ def test_one_bad_record_never_affects_the_others(
         return to_finding(record, ctx)
 
     monkeypatch.setattr(alerts, "parse_log_event", parse_breaking_on_one)
-    monkeypatch.setattr(findings, "coalesce", coalesce_breaking_on_one)
+    # The handler maps with coalesce_each (findings one at a time) and falls back to to_finding.
+    monkeypatch.setattr(findings, "coalesce_each", coalesce_breaking_on_one)
     monkeypatch.setattr(findings, "to_finding", to_finding_breaking_on_one)
 
     summary = ingest.handler(event, FakeLambdaContext())
@@ -498,9 +503,13 @@ def test_a_broken_coalesce_still_imports_one_finding_per_alert(
     wire: HttpFaults, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(records: Any, ctx: Any) -> Any:
+        # Part-way through the batch, after yielding a finding: none of them may be lost or sent
+        # twice.
+        yield from islice(coalesce_each(records, ctx), 1)
         raise RuntimeError("coalescing bug")
 
-    monkeypatch.setattr(findings, "coalesce", broken)
+    coalesce_each = findings.coalesce_each
+    monkeypatch.setattr(findings, "coalesce_each", broken)
     summary = ingest.handler(log_records(shell_records(4)), FakeLambdaContext())
     assert summary["imported"] == 4
     assert summary["skipped"] == {}
