@@ -44,7 +44,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -64,9 +64,12 @@ __all__ = [
     "FindingContext",
     "coalesce",
     "coalesce_each",
+    "coalesce_texts",
+    "compact_json",
     "filter_alert",
     "parse_priority",
     "to_finding",
+    "to_finding_text",
 ]
 
 SCHEMA_VERSION = "2018-10-08"
@@ -222,10 +225,36 @@ _INSTANCE_DETAIL_FIELDS = ("Type", "ImageId", "VpcId", "IpV4Addresses")
 _KEYS_KEYED_APART = frozenset({"time", "output", "output_fields", "priority"})
 _SHORT_INTEGER = 10**18  # prints in far fewer characters than a ProductFields value may hold
 _SHORT_TEXT = MAX_PRODUCT_FIELD_VALUE_LENGTH // 2
-# Upper bound on the JSON of everything but ProductFields and Description. The caps above keep it
-# small: an alert with every capped field at its limit in emoji (12 bytes of JSON each) and 50
-# Types comes to ~44 KB (tests/test_findings.py builds that alert).
-_OTHER_FIELDS_MAX_BYTES = 64_000
+
+# A finding is written as JSON text directly (see _finding_text): compact, ASCII only, so that
+# len(text) is its size in bytes. Strings go through json's C string encoder; the few small
+# objects whose keys vary (details, Process, ProductFields) through one C encoder built once.
+# JSONEncoder.encode would build a new C encoder for every call, and check for cycles that a tree
+# built fresh from JSON cannot have (a cycle would still fail loudly, with RecursionError).
+_string = json.encoder.encode_basestring_ascii
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_C_ENCODE = (
+    json.encoder.c_make_encoder(
+        None,  # markers: no cycle check
+        _ENCODER.default,
+        _string,  # ensure_ascii
+        None,  # indent
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+
+
+def compact_json(value: Any) -> str:
+    """A JSON value as compact ASCII text (what json.dumps(value, separators=(",", ":")) gives)."""
+    if _C_ENCODE is None:  # never on CPython
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,8 +308,13 @@ def filter_alert(record: AlertRecord, ctx: FindingContext) -> Skip | None:
 
 def to_finding(record: AlertRecord, ctx: FindingContext) -> dict[str, Any]:
     """One ASFF finding for one alert, within every ASFF limit."""
+    return json.loads(to_finding_text(record, ctx)[1])  # type: ignore[no-any-return]
+
+
+def to_finding_text(record: AlertRecord, ctx: FindingContext) -> tuple[str, str]:
+    """:func:`to_finding` as its Id and its JSON text (compact, ASCII: len() is its bytes)."""
     observed = _observed_time(record)
-    return _finding(record, _Shared(ctx), observed, observed, None)
+    return _finding_text(record, _Shared(ctx), observed, observed, None, None)
 
 
 def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[str, Any]]:
@@ -294,12 +328,19 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
 
 
 def coalesce_each(records: Sequence[AlertRecord], ctx: FindingContext) -> Iterator[dict[str, Any]]:
-    """:func:`coalesce`, one finding at a time: each finding is complete when it is yielded.
+    """:func:`coalesce`, one finding at a time: each finding is complete when it is yielded."""
+    for _, text in coalesce_texts(records, ctx):
+        yield json.loads(text)
 
-    The groups are formed from the whole batch first; only building the findings is lazy. The
-    handler serializes each finding as soon as it is built, while its dicts are still in the
-    CPU cache (and then no longer holds them), which is measurably cheaper than building all of
-    them first.
+
+def coalesce_texts(
+    records: Sequence[AlertRecord], ctx: FindingContext
+) -> Iterator[tuple[str, str]]:
+    """:func:`coalesce` as each finding's Id and JSON text (compact, ASCII), one at a time.
+
+    What the handler sends: the text is the finding (to_finding and coalesce parse it). The
+    groups are formed from the whole batch first; only building the texts is lazy, so the
+    handler keeps nothing of a finding but its text.
     """
     # Most alerts of a batch repeat nothing, and the full key (every value of the alert, hashed)
     # costs more than the rest of coalescing. So records are first counted by a cheap key that
@@ -329,18 +370,9 @@ def coalesce_each(records: Sequence[AlertRecord], ctx: FindingContext) -> Iterat
         if observed.ns > group.last.ns:
             group.last = observed
     shared = _Shared(ctx)
-    ids: set[str] = set()
     for key, group in groups.items():
         occurrences = group.count if group.count > 1 else None
-        finding = _finding(group.record, shared, group.first, group.last, occurrences)
-        if finding["Id"] in ids:
-            # Two groups that differ only where the Id does not look (output fields next to an
-            # identical output, or the record's metadata). One request must not carry one Id
-            # twice: Security Hub would drop one, and failures are reported by Id.
-            full_key = _group_key(group.record) if type(key) is int else key
-            finding["Id"] = _distinct_id(finding["Id"], full_key)
-        ids.add(finding["Id"])
-        yield finding
+        yield _finding_text(group.record, shared, group.first, group.last, occurrences, key)
 
 
 class _Observed(NamedTuple):  # immutable, and cheaper to build than a frozen dataclass
@@ -363,22 +395,23 @@ class _Shared:
     Everything that depends only on the context, on the rule and priority, on the tags, on the
     output fields' names, or on the cluster and node: a batch comes from one Falco pod on one
     node, and its alerts repeat a few rules. Lives as long as one coalesce/to_finding call, so
-    hostile input cannot grow it across invocations. The values are strings and tuples; every
-    finding still gets fresh dicts and lists.
+    hostile input cannot grow it across invocations. The parts of a finding that repeat are kept
+    as JSON text, encoded once (see _finding_text).
     """
 
     __slots__ = (
         "account_id",
+        "classifications",
         "cluster",
         "clusters",
+        "context_fields",
         "field_keys",
+        "ids",
         "instances",
         "log_group",
         "log_stream",
         "partition",
-        "product_arn",
         "region",
-        "rules",
         "tags",
     )
 
@@ -386,31 +419,71 @@ class _Shared:
         self.account_id = ctx.account_id
         self.region = ctx.region
         self.partition = ctx.partition
-        self.product_arn = (
+        product_arn = (
             f"arn:{ctx.partition}:securityhub:{ctx.region}:{ctx.account_id}"
             f":product/{ctx.account_id}/default"
+        )
+        self.context_fields = _members(
+            {
+                "SchemaVersion": SCHEMA_VERSION,
+                "ProductArn": product_arn,
+                "AwsAccountId": ctx.account_id,
+                "Region": ctx.region,
+                "CompanyName": COMPANY_NAME,
+                "ProductName": PRODUCT_NAME,
+            }
         )
         self.cluster = _clean(ctx.cluster_name)  # for records that do not name theirs
         self.log_group = _clean(ctx.log_group)
         self.log_stream = _clean(ctx.log_stream)
-        self.rules: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self.classifications: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
         self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str | None]] = {}
         self.field_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self.clusters: dict[str, tuple[str, str]] = {}
-        self.instances: dict[str, tuple[dict[str, str], str, tuple[tuple[str, Any], ...]]] = {}
+        self.clusters: dict[str, str] = {}
+        self.instances: dict[str, tuple[dict[str, str], str]] = {}
+        self.ids: set[str] = set()  # the Ids of the findings made so far
 
-    def rule(self, rule: str, priority: str) -> tuple[str, str, str]:
-        """GeneratorId, Title and the falco/rule product field of a rule."""
-        key = (rule, priority)
-        known = self.rules.get(key)
+    def classification(self, rule: str, priority: str, types: tuple[str, ...]) -> tuple[str, str]:
+        """What a rule, its priority and its Types make of a finding: GeneratorId, Title, Types,
+        Severity and FindingProviderFields as JSON members; and the falco/rule product field."""
+        key = (rule, priority, types)
+        known = self.classifications.get(key)
         if known is None:
             text = _text(rule)
-            known = self.rules[key] = (
-                _generator_id(rule),
-                _truncate(text, MAX_TITLE_LENGTH),
-                _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH),
+            severity = {"Label": SEVERITY_LABELS[priority], "Original": priority}
+            members = _members(
+                {
+                    "GeneratorId": _generator_id(rule),
+                    "Title": _truncate(text, MAX_TITLE_LENGTH),
+                    # Both copies, on purpose. FindingProviderFields is the provider's own record
+                    # of Severity and Types: AWS asks providers to send them there, Security Hub
+                    # keeps it when analysts change the top-level values with
+                    # BatchUpdateFindings, and later imports update the top level from it only
+                    # where analysts have not. The top-level Severity and Types are what the
+                    # console, insights, filters and automation rules read, and what tools that
+                    # only know the original ASFF expect; sending them too makes a new finding
+                    # complete at once.
+                    "Types": types,
+                    "Severity": severity,
+                    "FindingProviderFields": {"Severity": severity, "Types": types},
+                }
             )
+            known = (members, _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH))
+            self.classifications[key] = known
         return known
+
+    def unique_id(self, finding_id: str, record: AlertRecord, group_key: Any) -> str:
+        """The finding's Id, made distinct from the Ids of the findings made before it."""
+        if finding_id in self.ids:
+            # Two groups that differ only where the Id does not look (output fields next to an
+            # identical output, or the record's metadata). One request must not carry one Id
+            # twice: Security Hub would drop one, and failures are reported by Id.
+            full_key = (
+                _group_key(record) if group_key is None or type(group_key) is int else group_key
+            )
+            finding_id = _distinct_id(finding_id, full_key)
+        self.ids.add(finding_id)
+        return finding_id
 
     def tag_facts(self, tags: Any) -> tuple[tuple[str, ...], str | None]:
         """The Types the MITRE tags give (maybe none) and the falco/tags product field."""
@@ -432,40 +505,27 @@ class _Shared:
             keys = self.field_keys[names] = tuple(map(_output_field_key, names))
         return keys
 
-    def cluster_resource(self, cluster: str) -> dict[str, Any]:
+    def cluster_resource(self, cluster: str) -> str:
+        """The AwsEksCluster resource's JSON."""
         known = self.clusters.get(cluster)
         if known is None:
             arn = _cluster_arn(self.partition, self.region, self.account_id, cluster)
-            known = self.clusters[cluster] = (arn, _identifier(arn, MAX_RESOURCE_ID_LENGTH))
-        arn, resource_id = known
-        return {
-            "Type": "AwsEksCluster",
-            "Id": resource_id,
-            "Partition": self.partition,
-            "Region": self.region,
-            "Details": {"AwsEksCluster": {"Name": cluster, "Arn": arn}},
-        }
+            details = {"AwsEksCluster": {"Name": cluster, "Arn": arn}}
+            known = self.clusters[cluster] = _resource("AwsEksCluster", arn, details, self)
+        return known
 
-    def instance_resource(self, instance_id: str, aws: dict[str, str]) -> dict[str, Any]:
+    def instance_resource(self, instance_id: str, aws: dict[str, str]) -> str:
+        """The AwsEc2Instance resource's JSON, with what the aws filter says of the node."""
         known = self.instances.get(instance_id)
         if known is None or known[0] != aws:
             described = tuple(map(aws.get, _INSTANCE_DETAIL_KEYS))
             arn, details = _instance(
                 self.partition, self.region, self.account_id, instance_id, described
             )
-            known = (aws, _identifier(arn, MAX_RESOURCE_ID_LENGTH), details)
+            instance = {"AwsEc2Instance": dict(details)} if details else None
+            known = (aws, _resource("AwsEc2Instance", arn, instance, self))
             self.instances[instance_id] = known
-        _, resource_id, details = known
-        entry: dict[str, Any] = {
-            "Type": "AwsEc2Instance",
-            "Id": resource_id,
-            "Partition": self.partition,
-            "Region": self.region,
-        }
-        if details:
-            # Fresh dicts and lists per finding: findings never share a mutable object.
-            entry["Details"] = {"AwsEc2Instance": _copy_details(details)}
-        return entry
+        return known[1]
 
 
 def _tag_facts(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], str | None]:
@@ -523,55 +583,106 @@ class _Alert:
         return not self.is_audit and (self.source is None or self.source in SYSCALL_SOURCES)
 
 
-def _finding(
+def _finding_text(
     record: AlertRecord,
     shared: _Shared,
     first: _Observed,
     last: _Observed,
     occurrences: int | None,
-) -> dict[str, Any]:
+    group_key: Any,
+) -> tuple[str, str]:
+    """One finding's Id and JSON text, within every ASFF limit (MAX_FINDING_BYTES: len(text))."""
     alert = _Alert(record, shared)
-    generator_id, title, rule_field = shared.rule(alert.rule, alert.priority)
-    types = list(alert.tag_types) or [_behavior_type(alert)]
-    label = SEVERITY_LABELS[alert.priority]
+    types = alert.tag_types or (_behavior_type(alert),)
+    classification, rule_field = shared.classification(alert.rule, alert.priority, types)
+    digest = _identity_digest(alert, first)
+    finding_id = shared.unique_id(f"falco/alert/{digest}", record, group_key)
     description, description_cut = _description(alert)
-    finding: dict[str, Any] = {
-        "SchemaVersion": SCHEMA_VERSION,
-        "Id": f"falco/alert/{_identity_digest(alert, first)}",
-        "ProductArn": shared.product_arn,
-        "GeneratorId": generator_id,
-        "AwsAccountId": shared.account_id,
-        "Region": shared.region,
-        "CompanyName": COMPANY_NAME,
-        "ProductName": PRODUCT_NAME,
-        # Both copies, on purpose. FindingProviderFields is the provider's own record of Severity
-        # and Types: AWS asks providers to send them there, Security Hub keeps it when analysts
-        # change the top-level values with BatchUpdateFindings, and later imports update the top
-        # level from it only where analysts have not. The top-level Severity and Types are what
-        # the console, insights, filters and automation rules read, and what tools that only
-        # know the original ASFF expect; sending them too makes a new finding complete at once.
-        "Types": types,
-        "Severity": {"Label": label, "Original": alert.priority},
-        "FindingProviderFields": {
-            "Severity": {"Label": label, "Original": alert.priority},
-            "Types": list(types),
-        },
-        "Title": title,
-        "Description": description,
-        "CreatedAt": first.text,
-        "UpdatedAt": last.text,
-        "FirstObservedAt": first.text,
-        "LastObservedAt": last.text,
-        "Resources": _resources(alert, shared),
-    }
+    resources = _resources(alert, shared)
     process = _process(alert.fields)
-    if process:
-        finding["Process"] = process
-    finding["ProductFields"] = _product_fields(
+    product_fields = _product_fields(
         alert, shared, rule_field, first, last, occurrences, full_output=description_cut
     )
-    _fit_finding_size(finding)
-    return finding
+    text = _assemble(
+        shared.context_fields,
+        classification,
+        finding_id,
+        description,
+        first,
+        last,
+        resources,
+        process,
+        product_fields,
+    )
+    if len(text) > MAX_FINDING_BYTES:  # rare: huge output fields or description
+        text = _shrunk(
+            product_fields,
+            description,
+            lambda cut: _assemble(
+                shared.context_fields,
+                classification,
+                finding_id,
+                cut,
+                first,
+                last,
+                resources,
+                process,
+                product_fields,
+            ),
+        )
+    return finding_id, text
+
+
+def _assemble(
+    context_fields: str,
+    classification: str,
+    finding_id: str,
+    description: str,
+    first: _Observed,
+    last: _Observed,
+    resources: list[str],
+    process: dict[str, Any],
+    product_fields: dict[str, str],
+) -> str:
+    """The finding's JSON text: compact, ASCII only (so len() is its size in bytes).
+
+    The finding's shape, in one place. The parts that repeat across a call's findings come as
+    text encoded once (_Shared); the rest is encoded here. Every string goes through json's own
+    escaping, so the text parses to exactly the values computed.
+    """
+    created, updated = _string(first.text), _string(last.text)
+    return "".join(
+        (
+            "{",
+            context_fields,  # SchemaVersion, ProductArn, AwsAccountId, Region, CompanyName, ...
+            ",",
+            classification,  # GeneratorId, Title, Types, Severity, FindingProviderFields
+            ',"Id":',
+            _string(finding_id),
+            ',"Description":',
+            _string(description),
+            ',"CreatedAt":',
+            created,
+            ',"UpdatedAt":',
+            updated,
+            ',"FirstObservedAt":',
+            created,
+            ',"LastObservedAt":',
+            updated,
+            ',"Resources":[',
+            ",".join(resources),
+            "]",
+            ',"Process":' + compact_json(process) if process else "",
+            ',"ProductFields":',
+            compact_json(product_fields),
+            "}",
+        )
+    )
+
+
+def _members(fields: dict[str, Any]) -> str:
+    """The members of a JSON object without its braces: a part of a finding's text."""
+    return compact_json(fields)[1:-1]
 
 
 def _canonical_priority(alert: dict[str, Any]) -> str:
@@ -747,11 +858,12 @@ def _description(alert: _Alert) -> tuple[str, bool]:
     return _truncate(text, MAX_DESCRIPTION_LENGTH), False
 
 
-def _resources(alert: _Alert, shared: _Shared) -> list[dict[str, Any]]:
+def _resources(alert: _Alert, shared: _Shared) -> list[str]:
+    """The finding's Resources, each as its JSON."""
     record = alert.record
     fields = alert.fields
     cluster = alert.cluster or "-"
-    resources: list[dict[str, Any]] = []
+    resources: list[str] = []
     if alert.is_container:
         name = _clean(fields.get("container.name")) or _clean(fields.get("container.id")) or "-"
         namespace = _clean(fields.get("k8s.ns.name"))
@@ -803,9 +915,7 @@ def _resources(alert: _Alert, shared: _Shared) -> list[dict[str, Any]]:
     return resources[:MAX_RESOURCES]
 
 
-def _resource(
-    kind: str, resource_id: str, details: dict[str, Any] | None, shared: _Shared
-) -> dict[str, Any]:
+def _resource(kind: str, resource_id: str, details: dict[str, Any] | None, shared: _Shared) -> str:
     entry: dict[str, Any] = {
         "Type": kind,
         "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
@@ -814,7 +924,7 @@ def _resource(
     }
     if details:
         entry["Details"] = details
-    return entry
+    return compact_json(entry)
 
 
 # A batch comes from one log stream, i.e. one Falco pod on one node in one cluster: the node's and
@@ -836,13 +946,6 @@ def _instance(
         if cleaned:
             details.append((field, [cleaned] if field == "IpV4Addresses" else cleaned))
     return arn, tuple(details)
-
-
-def _copy_details(details: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-    copied = dict(details)
-    if "IpV4Addresses" in copied:  # the only list
-        copied["IpV4Addresses"] = list(copied["IpV4Addresses"])
-    return copied
 
 
 def _container(alert: _Alert, name: str) -> dict[str, Any]:
@@ -991,34 +1094,17 @@ def _render_value(value: Any) -> str:
     return _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH)
 
 
-def _fit_finding_size(finding: dict[str, Any]) -> None:
-    """Shrink ProductFields, then the Description, until the finding fits MAX_FINDING_BYTES."""
-    product_fields: dict[str, str] = finding["ProductFields"]
-    # Only ProductFields and Description can approach the limit (_OTHER_FIELDS_MAX_BYTES bounds
-    # the rest), so bound their JSON without serialising: after _text, an ASCII character costs
-    # at most 2 bytes (escaped quote or backslash), any other at most 12 ("\ud83d\ude00").
-    values = product_fields.values()
-    # First with every key counted at its limit (cheaper than measuring them): enough for
-    # nearly every finding.
-    pairs = len(product_fields) + 1
-    characters = sum(map(len, values)) + len(finding["Description"])
-    if (
-        _OTHER_FIELDS_MAX_BYTES + 12 * (characters + (MAX_PRODUCT_FIELD_KEY_LENGTH + 8) * pairs)
-        <= MAX_FINDING_BYTES
-    ):
-        return
-    characters += sum(map(len, product_fields)) + 8 * pairs
-    if _OTHER_FIELDS_MAX_BYTES + 12 * characters <= MAX_FINDING_BYTES:
-        return
-    if (
-        all(map(str.isascii, values))
-        and all(map(str.isascii, product_fields))
-        and finding["Description"].isascii()
-        and _OTHER_FIELDS_MAX_BYTES + 2 * characters <= MAX_FINDING_BYTES
-    ):
-        return
+def _shrunk(
+    product_fields: dict[str, str], description: str, assemble: Callable[[str], str]
+) -> str:
+    """The finding's text (``assemble(description)``) cut to MAX_FINDING_BYTES: ProductFields
+    values ever shorter, then the output fields dropped (and counted), then the Description cut
+    to a title's length. Only ProductFields and Description can approach the limit: the caps
+    keep everything else small (an alert with every capped field at its limit in emoji, 12 bytes
+    of JSON each, and 50 Types comes to ~44 KB; tests/test_findings.py builds that alert)."""
+    text = assemble(description)
     cap = MAX_PRODUCT_FIELD_VALUE_LENGTH
-    while _json_size(finding) > MAX_FINDING_BYTES:
+    while len(text) > MAX_FINDING_BYTES:
         if cap > 64:
             cap //= 2
             for key, value in product_fields.items():
@@ -1030,13 +1116,9 @@ def _fit_finding_size(finding: dict[str, Any]) -> None:
             earlier = int(product_fields.get(DROPPED_FIELDS_KEY, "0"))
             product_fields[DROPPED_FIELDS_KEY] = str(earlier + len(dropped))
         else:
-            finding["Description"] = _truncate(finding["Description"], MAX_TITLE_LENGTH)
-            return
-
-
-def _json_size(finding: dict[str, Any]) -> int:
-    # ensure_ascii output is never shorter than the UTF-8 the SDK sends.
-    return len(json.dumps(finding, separators=(",", ":")))
+            return assemble(_truncate(description, MAX_TITLE_LENGTH))
+        text = assemble(description)
+    return text
 
 
 def _coalesce_key(record: AlertRecord) -> tuple[Any, ...]:

@@ -150,33 +150,30 @@ def _parse(
 def _map(
     records: list[alerts.AlertRecord], ctx: findings.FindingContext, skipped: Counter[str]
 ) -> list[securityhub.Serialized]:
-    """Coalesce, map and serialize; if that fails, skip only the records that break it.
+    """Coalesce and map to findings' Ids and JSON texts; if that fails, skip only the records
+    that break it.
 
-    Each finding is serialized as soon as it is built, and only its Id and text are kept (the
-    text is what goes into the request): its dicts are freed while still in the CPU cache, and
-    the next finding reuses that memory. An invocation's alerts and findings together do not fit
-    in the cache; building all findings first, then serializing them, costs measurably more.
+    findings.py writes each finding's text directly (the text is what goes into the request),
+    and the handler keeps nothing else of it.
     """
-    serialized = securityhub.serialized
     try:
-        return [serialized(finding) for finding in findings.coalesce_each(records, ctx)]
+        return list(findings.coalesce_texts(records, ctx))
     except Exception:  # a bug in findings.py must not cost the other records
         logger.exception("coalescing failed; mapping records one by one")
     usable: list[alerts.AlertRecord] = []
-    mapped: list[dict[str, Any]] = []
+    mapped: list[securityhub.Serialized] = []
     for record in records:
         try:
-            mapped.append(findings.to_finding(record, ctx))
+            mapped.append(findings.to_finding_text(record, ctx))
         except Exception as exc:
             _skip(alerts.Skip(record.log_event_id, UNEXPECTED_ERROR, repr(exc)[:200]), skipped)
         else:
             usable.append(record)
     try:
-        found = list(findings.coalesce_each(usable, ctx))
+        return list(findings.coalesce_texts(usable, ctx))
     except Exception:  # coalescing itself is broken: one finding per alert still lands
         logger.exception("coalescing failed again; importing one finding per alert")
-        found = mapped
-    return [serialized(finding) for finding in found]
+    return mapped
 
 
 def _log_findings(found: list[securityhub.Serialized]) -> None:

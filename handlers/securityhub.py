@@ -31,6 +31,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handlers.findings import compact_json
+
 # Security Hub's documented limits: 100 findings and 6 MB per request, "240 Kb" per finding; the
 # sizes read the stricter way (decimal), as findings.py and tests/asff_limits.py do.
 MAX_FINDINGS_PER_CALL = 100
@@ -191,34 +193,12 @@ class ImportFailed(RuntimeError):
         )
 
 
-# Findings are trees built fresh from JSON, never cyclic: skipping the cycle check saves ~15% of
-# the encoding time (a cycle would still fail loudly, with RecursionError).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-# JSONEncoder.encode builds a new C encoder (c_make_encoder) for every call, about 8% of the
-# time it takes to encode a finding. This is the one it would build, made once: same arguments,
-# same output. Without the C accelerator (never on CPython) the encoder's own path is used.
-_C_ENCODE = (
-    json.encoder.c_make_encoder(
-        None,  # markers: no cycle check
-        _ENCODER.default,
-        json.encoder.encode_basestring_ascii,  # ensure_ascii
-        None,  # indent
-        _ENCODER.key_separator,
-        _ENCODER.item_separator,
-        _ENCODER.sort_keys,
-        _ENCODER.skipkeys,
-        _ENCODER.allow_nan,
-    )
-    if json.encoder.c_make_encoder is not None
-    else None
-)
-
-
 def serialize(finding: dict[str, Any]) -> str:
-    """The finding as it goes into the request: compact JSON, ASCII (so len() is its bytes)."""
-    if _C_ENCODE is None:
-        return _ENCODER.encode(finding)
-    return "".join(_C_ENCODE(finding, 0))
+    """The finding as it goes into the request: compact JSON, ASCII (so len() is its bytes).
+
+    The same encoding findings.py writes its findings' texts with (findings.coalesce_texts).
+    """
+    return compact_json(finding)
 
 
 def finding_size(finding: dict[str, Any]) -> int:

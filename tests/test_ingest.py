@@ -344,8 +344,8 @@ def test_one_bad_record_never_affects_the_others(
     """Even a bug in the pure modules triggered by one record costs only that record."""
     event = log_records(shell_records(5))
     ids = [e.id for e in alerts.decode_subscription_event(event).events]
-    parse, to_finding = alerts.parse_log_event, findings.to_finding
-    coalesce = findings.coalesce_each
+    parse, to_finding_text = alerts.parse_log_event, findings.to_finding_text
+    coalesce = findings.coalesce_texts
 
     def parse_breaking_on_one(event: alerts.LogEvent) -> Any:
         if event.id == ids[1]:
@@ -354,20 +354,21 @@ def test_one_bad_record_never_affects_the_others(
 
     def coalesce_breaking_on_one(records: Any, ctx: Any) -> Any:
         # Fails the way the real generator would: part-way through, after yielding findings.
-        for finding in coalesce(records, ctx):
-            if finding["ProductFields"]["falco/log_event_id"] == ids[3]:
+        for finding_id, text in coalesce(records, ctx):
+            if json.loads(text)["ProductFields"]["falco/log_event_id"] == ids[3]:
                 raise KeyError("mapper bug")
-            yield finding
+            yield finding_id, text
 
-    def to_finding_breaking_on_one(record: Any, ctx: Any) -> Any:
+    def to_finding_text_breaking_on_one(record: Any, ctx: Any) -> Any:
         if record.log_event_id == ids[3]:
             raise KeyError("mapper bug")
-        return to_finding(record, ctx)
+        return to_finding_text(record, ctx)
 
     monkeypatch.setattr(alerts, "parse_log_event", parse_breaking_on_one)
-    # The handler maps with coalesce_each (findings one at a time) and falls back to to_finding.
-    monkeypatch.setattr(findings, "coalesce_each", coalesce_breaking_on_one)
-    monkeypatch.setattr(findings, "to_finding", to_finding_breaking_on_one)
+    # The handler maps with coalesce_texts (findings' texts one at a time) and falls back to
+    # to_finding_text.
+    monkeypatch.setattr(findings, "coalesce_texts", coalesce_breaking_on_one)
+    monkeypatch.setattr(findings, "to_finding_text", to_finding_text_breaking_on_one)
 
     summary = ingest.handler(event, FakeLambdaContext())
 
@@ -505,11 +506,11 @@ def test_a_broken_coalesce_still_imports_one_finding_per_alert(
     def broken(records: Any, ctx: Any) -> Any:
         # Part-way through the batch, after yielding a finding: none of them may be lost or sent
         # twice.
-        yield from islice(coalesce_each(records, ctx), 1)
+        yield from islice(coalesce_texts(records, ctx), 1)
         raise RuntimeError("coalescing bug")
 
-    coalesce_each = findings.coalesce_each
-    monkeypatch.setattr(findings, "coalesce_each", broken)
+    coalesce_texts = findings.coalesce_texts
+    monkeypatch.setattr(findings, "coalesce_texts", broken)
     summary = ingest.handler(log_records(shell_records(4)), FakeLambdaContext())
     assert summary["imported"] == 4
     assert summary["skipped"] == {}
