@@ -2,9 +2,10 @@
 with a reason ingest can count, and never an exception."""
 
 import json
+from dataclasses import replace
 from typing import Any
 
-from asff_limits import assert_within_asff_limits
+from asff_limits import MAX_FINDING_BYTES, assert_within_asff_limits
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,15 @@ from handlers.alerts import (
     Skip,
     parse_log_event,
 )
-from handlers.findings import FALCO_PRIORITIES, FindingContext, coalesce, filter_alert, to_finding
+from handlers.findings import (
+    FALCO_PRIORITIES,
+    FindingContext,
+    coalesce,
+    coalesce_texts,
+    filter_alert,
+    to_finding,
+    to_finding_text,
+)
 
 PROPERTIES = settings(
     max_examples=300,
@@ -240,3 +249,43 @@ def test_any_batch_coalesces_into_findings_within_limits_the_same_way_every_time
     for finding in found:
         assert_within_asff_limits(finding)
     assert coalesce(list(records), ctx) == found
+
+
+def assert_sent_as_built(finding_id: str, text: str, finding: dict[str, Any]) -> None:
+    """The text the Lambda sends is the finding the dict API returns: same values, same Id; ASCII
+    (so its length is its bytes), compact, and within the per-finding limit."""
+    assert json.loads(text) == finding
+    assert finding_id == finding["Id"]
+    assert text.isascii()
+    assert len(text) == len(json.dumps(finding, separators=(",", ":")))  # no whitespace
+    assert len(text) <= MAX_FINDING_BYTES
+
+
+@PROPERTIES
+@given(
+    batch=st.lists(shipped(alerts), min_size=1, max_size=6),
+    ctx=contexts,
+    log_group=st.none() | texts,
+    log_stream=st.none() | texts,
+    data=st.data(),
+)
+def test_the_lambdas_text_is_exactly_the_finding_to_finding_returns(
+    batch, ctx, log_group, log_stream, data
+):
+    ctx = replace(ctx, log_group=log_group, log_stream=log_stream)
+    duplicates = data.draw(st.lists(st.sampled_from(batch), max_size=3))
+    records = []
+    for number, message in enumerate(batch + duplicates):
+        parsed = parse_log_event(LogEvent(f"event-{number}", 1716644645482 + number, message))
+        if isinstance(parsed, AlertRecord) and filter_alert(parsed, ctx) is None:
+            records.append(parsed)
+            event("finding")
+            finding = to_finding(parsed, ctx)
+            assert_within_asff_limits(finding)
+            assert_sent_as_built(*to_finding_text(parsed, ctx), finding)
+
+    texts_sent = list(coalesce_texts(records, ctx))
+    found = coalesce(records, ctx)
+    assert len(texts_sent) == len(found)
+    for (finding_id, text), finding in zip(texts_sent, found, strict=True):
+        assert_sent_as_built(finding_id, text, finding)
