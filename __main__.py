@@ -86,9 +86,7 @@ cluster = Cluster(
 )
 hub = RegionalHub(
     "hub",
-    RegionalHubArgs(
-        region=settings.region, enable_default_standards=settings.enable_default_standards
-    ),
+    RegionalHubArgs(enable_default_standards=settings.enable_default_standards),
 )
 pipeline = FindingsPipeline(
     "findings",

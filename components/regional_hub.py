@@ -25,7 +25,7 @@ COMPONENT_TYPE = "falco-securityhub:index:RegionalHub"
 
 @dataclass
 class RegionalHubArgs:
-    region: str
+    # The hub is enabled in the stack's region (its default provider's); nothing else to choose.
     # FSBP and CIS bill per check and are often managed organization-wide; the stack setting says.
     enable_default_standards: bool
 

@@ -74,7 +74,7 @@ def declare(mocks: RecordingMocks, build: Callable[[], dict[str, pulumi.Output[A
 
 def declare_regional(mocks: RecordingMocks, region: str, standards: bool) -> Declared:
     def build() -> dict[str, pulumi.Output[Any]]:
-        hub = RegionalHub("hub", RegionalHubArgs(region=region, enable_default_standards=standards))
+        hub = RegionalHub("hub", RegionalHubArgs(enable_default_standards=standards))
         return {"hub_arn": hub.hub_arn, "account_urn": hub.account.urn}
 
     return declare(mocks, build)
@@ -97,7 +97,7 @@ def central_args(**overrides: Any) -> CentralHubArgs:
 
 def declare_central(mocks: RecordingMocks, **overrides: Any) -> Declared:
     def build() -> dict[str, pulumi.Output[Any]]:
-        regional = RegionalHub("hub", RegionalHubArgs("us-east-1", enable_default_standards=False))
+        regional = RegionalHub("hub", RegionalHubArgs(enable_default_standards=False))
         hub = CentralHub("central", central_args(hub=regional.account, **overrides))
         return {
             "aggregator_arn": hub.aggregator_arn,
