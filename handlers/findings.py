@@ -63,7 +63,6 @@ __all__ = [
     "FALCO_PRIORITIES",
     "FindingContext",
     "coalesce",
-    "coalesce_each",
     "coalesce_texts",
     "compact_json",
     "filter_alert",
@@ -324,13 +323,7 @@ def coalesce(records: Sequence[AlertRecord], ctx: FindingContext) -> list[dict[s
     the earliest to the latest time; ProductFields add ``falco/occurrences``, ``falco/first_seen``
     and ``falco/last_seen``. The same batch always gives the same findings, UpdatedAt included.
     """
-    return list(coalesce_each(records, ctx))
-
-
-def coalesce_each(records: Sequence[AlertRecord], ctx: FindingContext) -> Iterator[dict[str, Any]]:
-    """:func:`coalesce`, one finding at a time: each finding is complete when it is yielded."""
-    for _, text in coalesce_texts(records, ctx):
-        yield json.loads(text)
+    return [json.loads(text) for _, text in coalesce_texts(records, ctx)]
 
 
 def coalesce_texts(

@@ -201,11 +201,6 @@ def serialize(finding: dict[str, Any]) -> str:
     return compact_json(finding)
 
 
-def finding_size(finding: dict[str, Any]) -> int:
-    """Bytes the finding takes in the request body."""
-    return len(serialize(finding))
-
-
 # A finding as import_serialized takes it: its Id and its serialize() text, nothing else. Once
 # serialized, the finding's dicts are not needed (see import_serialized); the text carries it all.
 Serialized = tuple[Any, str]
