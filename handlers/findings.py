@@ -401,8 +401,8 @@ class _Shared:
         "field_keys",
         "ids",
         "instances",
-        "log_group",
-        "log_stream",
+        "log_member_count",
+        "log_members",
         "partition",
         "region",
         "tags",
@@ -427,18 +427,28 @@ class _Shared:
             }
         )
         self.cluster = _clean(ctx.cluster_name)  # for records that do not name theirs
-        self.log_group = _clean(ctx.log_group)
-        self.log_stream = _clean(ctx.log_stream)
+        # The same two ProductFields in every finding of the call: encoded once, as members.
+        log_fields = {
+            key: value
+            for key, value in (
+                ("falco/log_group", _clean(ctx.log_group)),
+                ("falco/log_stream", _clean(ctx.log_stream)),
+            )
+            if value
+        }
+        self.log_members = "," + _members(log_fields) if log_fields else ""
+        self.log_member_count = len(log_fields)
         self.classifications: dict[tuple[str, str, tuple[str, ...]], tuple[str, str]] = {}
-        self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str | None]] = {}
-        self.field_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str]] = {}
+        self.field_keys: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
         self.clusters: dict[str, str] = {}
         self.instances: dict[str, tuple[dict[str, str], str]] = {}
         self.ids: set[str] = set()  # the Ids of the findings made so far
 
     def classification(self, rule: str, priority: str, types: tuple[str, ...]) -> tuple[str, str]:
-        """What a rule, its priority and its Types make of a finding: GeneratorId, Title, Types,
-        Severity and FindingProviderFields as JSON members; and the falco/rule product field."""
+        """What a rule, its priority and its Types make of a finding, as JSON members: GeneratorId,
+        Title, Types, Severity and FindingProviderFields; and the falco/rule and falco/priority
+        product fields."""
         key = (rule, priority, types)
         known = self.classifications.get(key)
         if known is None:
@@ -461,7 +471,11 @@ class _Shared:
                     "FindingProviderFields": {"Severity": severity, "Types": types},
                 }
             )
-            known = (members, _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH))
+            rule_fields = {
+                "falco/rule": _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH),
+                "falco/priority": priority,
+            }
+            known = (members, _members(rule_fields))
             self.classifications[key] = known
         return known
 
@@ -478,10 +492,11 @@ class _Shared:
         self.ids.add(finding_id)
         return finding_id
 
-    def tag_facts(self, tags: Any) -> tuple[tuple[str, ...], str | None]:
-        """The Types the MITRE tags give (maybe none) and the falco/tags product field."""
+    def tag_facts(self, tags: Any) -> tuple[tuple[str, ...], str]:
+        """The Types the MITRE tags give (maybe none) and the falco/tags product field as a JSON
+        member after a comma ("" without tags)."""
         if type(tags) is not list:
-            return (), None
+            return (), ""
         key = tuple(tags)
         try:
             known = self.tags.get(key)
@@ -491,12 +506,16 @@ class _Shared:
             known = self.tags[key] = _tag_facts(key)
         return known
 
-    def output_field_keys(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """The ProductFields keys of these output fields' names, in order."""
-        keys = self.field_keys.get(names)
-        if keys is None:
-            keys = self.field_keys[names] = tuple(map(_output_field_key, names))
-        return keys
+    def output_field_keys(self, names: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+        """The ProductFields keys of these output fields' names, in order, each as the start of
+        a JSON member (``,"falco/output_fields/<name>":``); and whether two names share a key
+        (escaping and cutting can make one key of two names)."""
+        known = self.field_keys.get(names)
+        if known is None:
+            keys = tuple(map(_output_field_key, names))
+            members = tuple("," + _string(key) + ":" for key in keys)
+            known = self.field_keys[names] = (members, len(set(keys)) < len(keys))
+        return known
 
     def cluster_resource(self, cluster: str) -> str:
         """The AwsEksCluster resource's JSON."""
@@ -521,11 +540,13 @@ class _Shared:
         return known[1]
 
 
-def _tag_facts(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], str | None]:
+def _tag_facts(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], str]:
     strings = tuple(tag for tag in tags if isinstance(tag, str))
     text = _text(",".join(strings))
-    shown = _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH) if text.strip() else None
-    return _mitre_types(strings), shown
+    if not text.strip():
+        return _mitre_types(strings), ""
+    shown = _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+    return _mitre_types(strings), "," + _members({"falco/tags": shown})
 
 
 class _Alert:
@@ -544,7 +565,7 @@ class _Alert:
         "rule",
         "source",
         "tag_types",
-        "tags_text",
+        "tags_member",
     )
 
     def __init__(self, record: AlertRecord, shared: _Shared) -> None:
@@ -559,7 +580,7 @@ class _Alert:
         self.priority = _canonical_priority(alert)
         self.fields: dict[str, Any] = fields if isinstance(fields, dict) else _NO_FIELDS
         self.output = output if isinstance(output, str) else None
-        self.tag_types, self.tags_text = shared.tag_facts(alert.get("tags"))
+        self.tag_types, self.tags_member = shared.tag_facts(alert.get("tags"))
         self.source = _clean(alert.get("source"))
         self.hostname = _clean(alert.get("hostname"))
         self.cluster = _clean(record.cluster_name) or shared.cluster
@@ -587,42 +608,32 @@ def _finding_text(
     """One finding's Id and JSON text, within every ASFF limit (MAX_FINDING_BYTES: len(text))."""
     alert = _Alert(record, shared)
     types = alert.tag_types or (_behavior_type(alert),)
-    classification, rule_field = shared.classification(alert.rule, alert.priority, types)
+    classification, rule_fields = shared.classification(alert.rule, alert.priority, types)
     digest = _identity_digest(alert, first)
     finding_id = shared.unique_id(f"falco/alert/{digest}", record, group_key)
     description, description_cut = _description(alert)
     resources = _resources(alert, shared)
     process = _process(alert.fields)
     product_fields = _product_fields(
-        alert, shared, rule_field, first, last, occurrences, full_output=description_cut
+        alert, shared, rule_fields, first, last, occurrences, full_output=description_cut
     )
-    text = _assemble(
-        shared.context_fields,
-        classification,
-        finding_id,
-        description,
-        first,
-        last,
-        resources,
-        process,
-        product_fields,
-    )
-    if len(text) > MAX_FINDING_BYTES:  # rare: huge output fields or description
-        text = _shrunk(
-            product_fields,
+
+    def assemble(description: str, product_fields: str) -> str:
+        return _assemble(
+            shared.context_fields,
+            classification,
+            finding_id,
             description,
-            lambda cut: _assemble(
-                shared.context_fields,
-                classification,
-                finding_id,
-                cut,
-                first,
-                last,
-                resources,
-                process,
-                product_fields,
-            ),
+            first,
+            last,
+            resources,
+            process,
+            product_fields,
         )
+
+    text = assemble(description, product_fields)
+    if len(text) > MAX_FINDING_BYTES:  # rare: huge output fields or description
+        text = _shrunk(product_fields, description, assemble)
     return finding_id, text
 
 
@@ -635,7 +646,7 @@ def _assemble(
     last: _Observed,
     resources: list[str],
     process: dict[str, Any],
-    product_fields: dict[str, str],
+    product_fields: str,
 ) -> str:
     """The finding's JSON text: compact, ASCII only (so len() is its size in bytes).
 
@@ -667,7 +678,7 @@ def _assemble(
             "]",
             ',"Process":' + compact_json(process) if process else "",
             ',"ProductFields":',
-            compact_json(product_fields),
+            product_fields,
             "}",
         )
     )
@@ -987,44 +998,57 @@ def _process(fields: dict[str, Any]) -> dict[str, Any]:
 def _product_fields(
     alert: _Alert,
     shared: _Shared,
-    rule_field: str,
+    rule_fields: str,
     first: _Observed,
     last: _Observed,
     occurrences: int | None,
     *,
     full_output: bool,
-) -> dict[str, str]:
-    product_fields = {"falco/rule": rule_field, "falco/priority": alert.priority}
+) -> str:
+    """The finding's ProductFields as JSON text (an object of strings).
+
+    Written as text directly, like the finding (see _assemble): the falco/* members that repeat
+    come encoded already (_Shared), each output field's key too; the values are encoded here.
+    """
+    parts = ["{", rule_fields]  # falco/rule and falco/priority
+    count = 2
     # source, hostname and the log event id come through _clean, within MAX_DETAIL_LENGTH.
     if alert.source:
-        product_fields["falco/source"] = alert.source
-    if alert.tags_text is not None:
-        product_fields["falco/tags"] = alert.tags_text
+        parts.append(',"falco/source":' + _string(alert.source))
+        count += 1
+    if alert.tags_member:
+        parts.append(alert.tags_member)
+        count += 1
     if alert.hostname:
-        product_fields["falco/hostname"] = alert.hostname
-    if shared.log_group:
-        product_fields["falco/log_group"] = shared.log_group
-    if shared.log_stream:
-        product_fields["falco/log_stream"] = shared.log_stream
+        parts.append(',"falco/hostname":' + _string(alert.hostname))
+        count += 1
+    if shared.log_members:
+        parts.append(shared.log_members)
+        count += shared.log_member_count
     log_event_id = _clean(alert.record.log_event_id)
     if log_event_id:
-        product_fields["falco/log_event_id"] = log_event_id
+        parts.append(',"falco/log_event_id":' + _string(log_event_id))
+        count += 1
     if occurrences is not None:
-        product_fields["falco/occurrences"] = str(occurrences)
-        product_fields["falco/first_seen"] = first.text
-        product_fields["falco/last_seen"] = last.text
+        parts.append(
+            f',"falco/occurrences":"{occurrences}","falco/first_seen":{_string(first.text)}'
+            f',"falco/last_seen":{_string(last.text)}'
+        )
+        count += 3
     if full_output and alert.output is not None:
         # The description had to be cut: keep more of Falco's output here.
-        output = _text(alert.output)
-        product_fields["falco/output"] = _truncate(output, MAX_PRODUCT_FIELD_VALUE_LENGTH)
+        output = _truncate(_text(alert.output), MAX_PRODUCT_FIELD_VALUE_LENGTH)
+        parts.append(',"falco/output":' + _string(output))
+        count += 1
 
-    room = OWN_PRODUCT_FIELDS - len(product_fields)
+    room = OWN_PRODUCT_FIELDS - count
     fields = alert.fields
     if len(fields) > room:
         fields, dropped = _fields_that_fit(fields, room - 1)  # one pair goes to the count
         if dropped:
-            product_fields[DROPPED_FIELDS_KEY] = str(dropped)
-    keys = shared.output_field_keys(tuple(fields))
+            parts.append(f',"{DROPPED_FIELDS_KEY}":"{dropped}"')
+    keys, shared_keys = shared.output_field_keys(tuple(fields))
+    start = len(parts)
     for key, value in zip(keys, fields.values(), strict=True):
         # The hot loop: most values are short printable strings or integers. A printable string
         # has no control characters or lone surrogates, and at most half the value limit in
@@ -1034,16 +1058,22 @@ def _product_fields(
         if kind is str:
             if len(value) <= _SHORT_TEXT and value.isprintable() and value and not value.isspace():
                 if value != _NOT_AVAILABLE:
-                    product_fields[key] = value
+                    parts += key, _string(value)
                 continue
         elif kind is int:
             if -_SHORT_INTEGER < value < _SHORT_INTEGER:
-                product_fields[key] = str(value)
+                parts += key, f'"{value}"'
                 continue
         elif value is None:
             continue  # "not known": leaving it out keeps room for fields that are
-        product_fields[key] = _render_value(value)
-    return product_fields
+        parts += key, _string(_render_value(value))
+    if shared_keys:
+        # Two names with one key: like a dict, the key stays where it came first and keeps the
+        # last value (a JSON object with a key twice is not one Security Hub takes).
+        members = dict(zip(parts[start::2], parts[start + 1 :: 2], strict=True))
+        parts[start:] = [part for member in members.items() for part in member]
+    parts.append("}")
+    return "".join(parts)
 
 
 def _fields_that_fit(fields: dict[str, Any], room: int) -> tuple[dict[str, Any], int]:
@@ -1087,15 +1117,15 @@ def _render_value(value: Any) -> str:
     return _truncate(text, MAX_PRODUCT_FIELD_VALUE_LENGTH)
 
 
-def _shrunk(
-    product_fields: dict[str, str], description: str, assemble: Callable[[str], str]
-) -> str:
-    """The finding's text (``assemble(description)``) cut to MAX_FINDING_BYTES: ProductFields
-    values ever shorter, then the output fields dropped (and counted), then the Description cut
-    to a title's length. Only ProductFields and Description can approach the limit: the caps
-    keep everything else small (an alert with every capped field at its limit in emoji, 12 bytes
-    of JSON each, and 50 Types comes to ~44 KB; tests/test_findings.py builds that alert)."""
-    text = assemble(description)
+def _shrunk(product_fields_text: str, description: str, assemble: Callable[[str, str], str]) -> str:
+    """The finding's text (``assemble(description, product_fields)``) cut to MAX_FINDING_BYTES:
+    ProductFields values ever shorter, then the output fields dropped (and counted), then the
+    Description cut to a title's length. Only ProductFields and Description can approach the
+    limit: the caps keep everything else small (an alert with every capped field at its limit in
+    emoji, 12 bytes of JSON each, and 50 Types comes to ~44 KB; tests/test_findings.py builds
+    that alert)."""
+    product_fields: dict[str, str] = json.loads(product_fields_text)
+    text = assemble(description, product_fields_text)
     cap = MAX_PRODUCT_FIELD_VALUE_LENGTH
     while len(text) > MAX_FINDING_BYTES:
         if cap > 64:
@@ -1109,8 +1139,8 @@ def _shrunk(
             earlier = int(product_fields.get(DROPPED_FIELDS_KEY, "0"))
             product_fields[DROPPED_FIELDS_KEY] = str(earlier + len(dropped))
         else:
-            return assemble(_truncate(description, MAX_TITLE_LENGTH))
-        text = assemble(description)
+            return assemble(_truncate(description, MAX_TITLE_LENGTH), compact_json(product_fields))
+        text = assemble(description, compact_json(product_fields))
     return text
 
 

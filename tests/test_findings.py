@@ -16,6 +16,7 @@ from handlers.findings import (
     filter_alert,
     parse_priority,
     to_finding,
+    to_finding_text,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "falco_alerts.jsonl"
@@ -686,6 +687,22 @@ def test_long_field_names_stay_distinct_when_cut():
     fields = finding(alert)["ProductFields"]
 
     assert {"first", "second"} <= set(fields.values())
+
+
+def test_two_field_names_that_escape_to_one_key_give_that_key_once():
+    # A newline is shown escaped, so "a\nb" and the literal "a\\nb" name one ProductFields key. A
+    # JSON object with a key twice is not one to send: the key appears once, with the last value.
+    alert = json.loads(json.dumps(SHELL))
+    alert["output_fields"] = {"a\nb": "first", "proc.name": "bash", "a\\nb": "second"}
+
+    text = to_finding_text(record(alert), CTX)[1]
+    pairs = json.loads(text, object_pairs_hook=lambda items: items)
+    product_fields = dict(pairs)["ProductFields"]
+
+    keys = [key for key, _ in product_fields]
+    assert len(keys) == len(set(keys))
+    assert dict(product_fields)["falco/output_fields/a\\nb"] == "second"
+    assert dict(product_fields)["falco/output_fields/proc.name"] == "bash"
 
 
 def test_a_finding_of_many_wide_characters_still_fits_240_kb():
