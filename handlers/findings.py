@@ -397,10 +397,12 @@ class _Shared:
         "classifications",
         "cluster",
         "clusters",
+        "containers",
         "context_fields",
         "field_keys",
         "ids",
         "instances",
+        "location_members",
         "log_member_count",
         "log_members",
         "partition",
@@ -426,6 +428,7 @@ class _Shared:
                 "ProductName": PRODUCT_NAME,
             }
         )
+        self.location_members = "," + _members({"Partition": ctx.partition, "Region": ctx.region})
         self.cluster = _clean(ctx.cluster_name)  # for records that do not name theirs
         # The same two ProductFields in every finding of the call: encoded once, as members.
         log_fields = {
@@ -442,6 +445,7 @@ class _Shared:
         self.tags: dict[tuple[Any, ...], tuple[tuple[str, ...], str]] = {}
         self.field_keys: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
         self.clusters: dict[str, str] = {}
+        self.containers: dict[tuple[Any, ...], str] = {}
         self.instances: dict[str, tuple[dict[str, str], str]] = {}
         self.ids: set[str] = set()  # the Ids of the findings made so far
 
@@ -517,13 +521,39 @@ class _Shared:
             known = self.field_keys[names] = (members, len(set(keys)) < len(keys))
         return known
 
+    def container_details(self, alert: _Alert, name: str) -> str:
+        """The Container resource's Details as JSON. They say nothing of the pod, so the pods of
+        one image (a Deployment's replicas, a DaemonSet) share them: worked out once per call."""
+        fields = alert.fields
+        started = fields.get("container.start_ts")
+        privileged = fields.get("container.privileged")
+        key = (
+            name,
+            fields.get("container.image.repository"),
+            fields.get("container.image.tag"),
+            fields.get("container.image.digest"),
+            started,
+            type(started),  # so that 1, 1.0 and true stay apart
+            privileged,
+            type(privileged),
+        )
+        try:
+            known = self.containers.get(key)
+        except TypeError:  # a list or object where Falco sends text: not memoised
+            return compact_json({"Container": _container(alert, name)})
+        if known is None:
+            known = self.containers[key] = compact_json({"Container": _container(alert, name)})
+        return known
+
     def cluster_resource(self, cluster: str) -> str:
         """The AwsEksCluster resource's JSON."""
         known = self.clusters.get(cluster)
         if known is None:
             arn = _cluster_arn(self.partition, self.region, self.account_id, cluster)
             details = {"AwsEksCluster": {"Name": cluster, "Arn": arn}}
-            known = self.clusters[cluster] = _resource("AwsEksCluster", arn, details, self)
+            known = self.clusters[cluster] = _resource(
+                "AwsEksCluster", arn, compact_json(details), self
+            )
         return known
 
     def instance_resource(self, instance_id: str, aws: dict[str, str]) -> str:
@@ -534,7 +564,7 @@ class _Shared:
             arn, details = _instance(
                 self.partition, self.region, self.account_id, instance_id, described
             )
-            instance = {"AwsEc2Instance": dict(details)} if details else None
+            instance = compact_json({"AwsEc2Instance": dict(details)}) if details else ""
             known = (aws, _resource("AwsEc2Instance", arn, instance, self))
             self.instances[instance_id] = known
         return known[1]
@@ -877,7 +907,7 @@ def _resources(alert: _Alert, shared: _Shared) -> list[str]:
         else:
             node = _clean(record.node_name) or alert.hostname or "-"
             container_ref = f"container/{node}/{name}"
-        details = {"Container": _container(alert, name)}
+        details = shared.container_details(alert, name)
         resources.append(_resource("Container", container_ref, details, shared))
     elif alert.is_audit:
         kind = _clean(fields.get("ka.target.resource"))
@@ -895,7 +925,8 @@ def _resources(alert: _Alert, shared: _Shared) -> list[str]:
                 if value
             }
             object_ref = f"k8s/{cluster}/{namespace or '-'}/{kind or '-'}/{name or '-'}"
-            resources.append(_resource("Other", object_ref, {"Other": other}, shared))
+            details = compact_json({"Other": other})
+            resources.append(_resource("Other", object_ref, details, shared))
 
     if alert.is_syscall:
         # The node the event happened on: for host alerts the subject, for containers the place
@@ -906,7 +937,7 @@ def _resources(alert: _Alert, shared: _Shared) -> list[str]:
         else:
             node = _clean(record.node_name)
             if node:
-                details = {"Other": {"Node": node}}
+                details = compact_json({"Other": {"Node": node}})
                 node_ref = f"k8s/{cluster}/-/nodes/{node}"
                 resources.append(_resource("Other", node_ref, details, shared))
 
@@ -915,20 +946,23 @@ def _resources(alert: _Alert, shared: _Shared) -> list[str]:
     if not resources:
         # ASFF wants at least one resource: name where the alert came from.
         origin = f"falco/{alert.source or 'syscall'}/{alert.hostname or '-'}"
-        resources.append(_resource("Other", origin, None, shared))
+        resources.append(_resource("Other", origin, "", shared))
     return resources[:MAX_RESOURCES]
 
 
-def _resource(kind: str, resource_id: str, details: dict[str, Any] | None, shared: _Shared) -> str:
-    entry: dict[str, Any] = {
-        "Type": kind,
-        "Id": _identifier(resource_id, MAX_RESOURCE_ID_LENGTH),
-        "Partition": shared.partition,
-        "Region": shared.region,
-    }
-    if details:
-        entry["Details"] = details
-    return compact_json(entry)
+def _resource(kind: str, resource_id: str, details: str, shared: _Shared) -> str:
+    """A resource's JSON, its ``Details`` given as JSON text ("" for none)."""
+    return "".join(
+        (
+            '{"Type":',
+            _string(kind),
+            ',"Id":',
+            _string(_identifier(resource_id, MAX_RESOURCE_ID_LENGTH)),
+            shared.location_members,  # Partition, Region
+            ',"Details":' + details if details else "",
+            "}",
+        )
+    )
 
 
 # A batch comes from one log stream, i.e. one Falco pod on one node in one cluster: the node's and
