@@ -112,6 +112,7 @@ SEVERITY_LABELS = {
     "Debug": "INFORMATIONAL",
 }
 _PRIORITY_RANK = {name: rank for rank, name in enumerate(FALCO_PRIORITIES)}
+_PRIORITY_NAMES = {name: name for name in FALCO_PRIORITIES}
 
 # falcosecurity/rules tactic tags (mitre_<tactic>) -> ASFF types taxonomy. ASFF's TTPs categories
 # follow ATT&CK but have no Reconnaissance, Exfiltration or Impact: reconnaissance inside a running
@@ -222,7 +223,9 @@ _NO_FIELDS: dict[str, Any] = {}
 _INSTANCE_DETAIL_KEYS = ("ec2_instance_type", "ami_id", "vpc_id", "private_ip")
 _INSTANCE_DETAIL_FIELDS = ("Type", "ImageId", "VpcId", "IpV4Addresses")
 _KEYS_KEYED_APART = frozenset({"time", "output", "output_fields", "priority"})
-_SHORT_INTEGER = 10**18  # prints in far fewer characters than a ProductFields value may hold
+# Fewer than 1,000 digits: prints well within a ProductFields value (and within the 4,300 digits
+# Python converts to text at most). Falco's nanosecond times have 19.
+_SHORT_INTEGER = 10**999
 _SHORT_TEXT = MAX_PRODUCT_FIELD_VALUE_LENGTH // 2
 
 # A finding is written as JSON text directly (see _finding_text): compact, ASCII only, so that
@@ -276,7 +279,11 @@ class FindingContext:
 
 def parse_priority(value: str) -> str:
     """Falco priority in any letter case -> its canonical title-case name."""
-    canonical = PRIORITY_BY_LOWER.get(value.strip().lower()) if isinstance(value, str) else None
+    if isinstance(value, str):
+        # Falco writes its priorities in title case: most values are their own canonical name.
+        canonical = _PRIORITY_NAMES.get(value) or PRIORITY_BY_LOWER.get(value.strip().lower())
+    else:
+        canonical = None
     if canonical is None:
         shown = value if not isinstance(value, str) or len(value) <= 32 else value[:32] + "…"
         raise ValueError(
