@@ -1089,32 +1089,31 @@ def _product_fields(
         if dropped:
             parts.append(f',"{DROPPED_FIELDS_KEY}":"{dropped}"')
     keys, shared_keys = shared.output_field_keys(tuple(fields))
-    start = len(parts)
     for key, value in zip(keys, fields.values(), strict=True):
         # The hot loop: most values are short printable strings or integers. A printable string
         # has no control characters or lone surrogates, and at most half the value limit in
         # characters is within it in UTF-16 code units too. Not blank: not all whitespace (the
         # same test as a non-empty strip(), without the copy).
-        kind = type(value)
-        if kind is str:
-            if len(value) <= _SHORT_TEXT and value.isprintable() and value and not value.isspace():
-                if value != _NOT_AVAILABLE:
-                    parts += key, _string(value)
-                continue
-        elif kind is int:
-            if -_SHORT_INTEGER < value < _SHORT_INTEGER:
-                parts += key, f'"{value}"'
-                continue
-        elif value is None:
-            continue  # "not known": leaving it out keeps room for fields that are
-        parts += key, _string(_render_value(value))
-    if shared_keys:
-        # Two names with one key: like a dict, the key stays where it came first and keeps the
-        # last value (a JSON object with a key twice is not one Security Hub takes).
-        members = dict(zip(parts[start::2], parts[start + 1 :: 2], strict=True))
-        parts[start:] = [part for member in members.items() for part in member]
+        if (
+            type(value) is str
+            and len(value) <= _SHORT_TEXT
+            and value.isprintable()
+            and value
+            and not value.isspace()
+        ):
+            if value != _NOT_AVAILABLE:
+                parts.append(key + _string(value))
+        elif type(value) is int and -_SHORT_INTEGER < value < _SHORT_INTEGER:
+            parts.append(f'{key}"{value}"')
+        elif value is not None:  # None is "not known": leaving it out keeps room for the known
+            parts.append(key + _string(_render_value(value)))
     parts.append("}")
-    return "".join(parts)
+    text = "".join(parts)
+    if shared_keys:
+        # Two names with one key: as in a dict (json.loads makes one), the key stays where it
+        # came first and keeps the last value. Security Hub takes no object with a key twice.
+        text = compact_json(json.loads(text))
+    return text
 
 
 def _fields_that_fit(fields: dict[str, Any], room: int) -> tuple[dict[str, Any], int]:
