@@ -648,14 +648,14 @@ def _finding_text(
     classification, rule_fields = shared.classification(alert.rule, alert.priority, types)
     digest = _identity_digest(alert, first)
     finding_id = shared.unique_id(f"falco/alert/{digest}", record, group_key)
-    description, description_cut = _description(alert)
+    description, description_cut = _description(alert)  # as JSON text
     resources = _resources(alert, shared)
     process = _process(alert.fields)
     product_fields = _product_fields(
         alert, shared, rule_fields, first, last, occurrences, full_output=description_cut
     )
 
-    def assemble(description: str, product_fields: str) -> str:
+    def assemble(description: str, product_fields: str) -> str:  # both as JSON text
         return _assemble(
             shared.context_fields,
             classification,
@@ -678,7 +678,7 @@ def _assemble(
     context_fields: str,
     classification: str,
     finding_id: str,
-    description: str,
+    description: str,  # JSON text
     first: _Observed,
     last: _Observed,
     resources: list[str],
@@ -701,7 +701,7 @@ def _assemble(
             ',"Id":',
             _string(finding_id),
             ',"Description":',
-            _string(description),
+            description,
             ',"CreatedAt":',
             created,
             ',"UpdatedAt":',
@@ -880,12 +880,20 @@ def _behavior_type(alert: _Alert) -> str:
 
 
 def _description(alert: _Alert) -> tuple[str, bool]:
+    """The Description as JSON text, and whether Falco's output had to be cut to fit it."""
     if alert.output is not None:
         # The time prefix repeats FirstObservedAt, and would be wrong for a coalesced finding.
-        text = _text(_strip_time_prefix(alert.output))
-        if text.strip():
-            description = _truncate(text, MAX_DESCRIPTION_LENGTH)
-            return description, description is not text
+        text = _strip_time_prefix(alert.output)
+        encoded = _string(text)
+        if len(encoded) == len(text) + 2 and len(text) <= MAX_DESCRIPTION_LENGTH:
+            # The usual output: nothing needed escaping, so it is printable ASCII; it fits.
+            if text and not text.isspace():
+                return encoded, False
+        else:
+            text = _text(text)
+            if text.strip():
+                description = _truncate(text, MAX_DESCRIPTION_LENGTH)
+                return _string(description), description is not text
     # Falco's `output` is off or blank: say what is known instead of leaving a placeholder.
     facts = [
         f"{key}={_render_value(value)}"
@@ -896,7 +904,7 @@ def _description(alert: _Alert) -> tuple[str, bool]:
     text = f"Falco rule '{_text(alert.rule)}' ({alert.priority}) matched{where}"
     if facts:
         text += ": " + " ".join(facts)
-    return _truncate(text, MAX_DESCRIPTION_LENGTH), False
+    return _string(_truncate(text, MAX_DESCRIPTION_LENGTH)), False
 
 
 def _resources(alert: _Alert, shared: _Shared) -> list[str]:
@@ -1094,19 +1102,24 @@ def _product_fields(
         # has no control characters or lone surrogates, and at most half the value limit in
         # characters is within it in UTF-16 code units too. Not blank: not all whitespace (the
         # same test as a non-empty strip(), without the copy).
-        if (
-            type(value) is str
-            and len(value) <= _SHORT_TEXT
-            and value.isprintable()
-            and value
-            and not value.isspace()
-        ):
-            if value != _NOT_AVAILABLE:
-                parts.append(key + _string(value))
+        if type(value) is str:
+            encoded = _string(value)
+            # Nothing escaped: printable ASCII (the usual value); else the full test.
+            if (
+                (len(encoded) == len(value) + 2 or value.isprintable())
+                and len(value) <= _SHORT_TEXT
+                and value
+                and not value.isspace()
+            ):
+                if value != _NOT_AVAILABLE:
+                    parts.append(key + encoded)
+                continue
         elif type(value) is int and -_SHORT_INTEGER < value < _SHORT_INTEGER:
             parts.append(f'{key}"{value}"')
-        elif value is not None:  # None is "not known": leaving it out keeps room for the known
-            parts.append(key + _string(_render_value(value)))
+            continue
+        elif value is None:
+            continue  # "not known": leaving it out keeps room for the fields that are known
+        parts.append(key + _string(_render_value(value)))
     parts.append("}")
     text = "".join(parts)
     if shared_keys:
@@ -1179,7 +1192,8 @@ def _shrunk(product_fields_text: str, description: str, assemble: Callable[[str,
             earlier = int(product_fields.get(DROPPED_FIELDS_KEY, "0"))
             product_fields[DROPPED_FIELDS_KEY] = str(earlier + len(dropped))
         else:
-            return assemble(_truncate(description, MAX_TITLE_LENGTH), compact_json(product_fields))
+            title_long = _truncate(json.loads(description), MAX_TITLE_LENGTH)
+            return assemble(_string(title_long), compact_json(product_fields))
         text = assemble(description, compact_json(product_fields))
     return text
 
