@@ -1323,17 +1323,16 @@ def _strip_time_prefix(output: str) -> str:
 def _clean(value: Any, limit: int = MAX_DETAIL_LENGTH) -> str | None:
     """A usable string within ``limit``: not blank, not Falco's "<NA>", control characters
     escaped; None otherwise."""
-    if type(value) is not str or value == _NOT_AVAILABLE:
-        return None
     if (
-        len(value) <= limit
+        type(value) is str
+        and 0 < len(value) <= limit
         and value.isascii()
         and value.isprintable()  # printable ASCII: the only whitespace left is " "
-        and value
-        and value[0] != " "
-        and value[-1] != " "
+        and value.strip() is value  # nothing to strip (CPython returns the string itself)
     ):
-        return value
+        return value if value != _NOT_AVAILABLE else None
+    if type(value) is not str or value == _NOT_AVAILABLE:
+        return None
     value = _text(value.strip())
     return _truncate(value, limit) if value else None
 
