@@ -412,6 +412,7 @@ class _Shared:
         "location_members",
         "log_member_count",
         "log_members",
+        "origins",
         "partition",
         "region",
         "tags",
@@ -453,6 +454,7 @@ class _Shared:
         self.field_keys: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
         self.clusters: dict[str, str] = {}
         self.containers: dict[tuple[Any, ...], str] = {}
+        self.origins: dict[tuple[Any, ...], _Origin] = {}
         self.instances: dict[str, tuple[dict[str, str], str]] = {}
         self.ids: set[str] = set()  # the Ids of the findings made so far
 
@@ -502,6 +504,19 @@ class _Shared:
             finding_id = _distinct_id(finding_id, full_key)
         self.ids.add(finding_id)
         return finding_id
+
+    def origin(self, source: Any, hostname: Any, cluster: Any) -> _Origin:
+        """Where an alert comes from: its source, Falco's hostname and the cluster, checked;
+        and the falco/source and falco/hostname product fields as JSON members. A batch comes
+        from one Falco pod, so they repeat: worked out once per call."""
+        key = (source, hostname, cluster)
+        try:
+            known = self.origins.get(key)
+        except TypeError:  # a list or object where Falco sends text: not memoised
+            return _origin(source, hostname, cluster, self.cluster)
+        if known is None:
+            known = self.origins[key] = _origin(source, hostname, cluster, self.cluster)
+        return known
 
     def tag_facts(self, tags: Any) -> tuple[tuple[str, ...], str]:
         """The Types the MITRE tags give (maybe none) and the falco/tags product field as a JSON
@@ -577,6 +592,25 @@ class _Shared:
         return known[1]
 
 
+class _Origin(NamedTuple):
+    source: str | None
+    hostname: str | None
+    cluster: str | None
+    source_member: str  # ',"falco/source":"..."' when the source is known
+    hostname_member: str  # ',"falco/hostname":"..."' when the hostname is known
+
+
+def _origin(source: Any, hostname: Any, cluster: Any, default_cluster: str | None) -> _Origin:
+    source, hostname = _clean(source), _clean(hostname)
+    return _Origin(
+        source,
+        hostname,
+        _clean(cluster) or default_cluster,
+        "," + _members({"falco/source": source}) if source else "",
+        "," + _members({"falco/hostname": hostname}) if hostname else "",
+    )
+
+
 def _tag_facts(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], str]:
     strings = tuple(tag for tag in tags if isinstance(tag, str))
     text = _text(",".join(strings))
@@ -596,6 +630,7 @@ class _Alert:
         "is_audit",
         "is_container",
         "is_host",
+        "origin",
         "output",
         "priority",
         "record",
@@ -618,9 +653,9 @@ class _Alert:
         self.fields: dict[str, Any] = fields if isinstance(fields, dict) else _NO_FIELDS
         self.output = output if isinstance(output, str) else None
         self.tag_types, self.tags_member = shared.tag_facts(alert.get("tags"))
-        self.source = _clean(alert.get("source"))
-        self.hostname = _clean(alert.get("hostname"))
-        self.cluster = _clean(record.cluster_name) or shared.cluster
+        origin = shared.origin(alert.get("source"), alert.get("hostname"), record.cluster_name)
+        self.origin = origin
+        self.source, self.hostname, self.cluster = origin.source, origin.hostname, origin.cluster
         container_id = _clean(self.fields.get("container.id"))
         # Falco < 0.30 sends no `source`: its audit alerts still give themselves away by ka.*.
         self.is_audit = self.source == "k8s_audit" or (
@@ -1062,14 +1097,15 @@ def _product_fields(
     parts = ["{", rule_fields]  # falco/rule and falco/priority
     count = 2
     # source, hostname and the log event id come through _clean, within MAX_DETAIL_LENGTH.
-    if alert.source:
-        parts.append(',"falco/source":' + _string(alert.source))
+    origin = alert.origin
+    if origin.source:
+        parts.append(origin.source_member)
         count += 1
     if alert.tags_member:
         parts.append(alert.tags_member)
         count += 1
-    if alert.hostname:
-        parts.append(',"falco/hostname":' + _string(alert.hostname))
+    if origin.hostname:
+        parts.append(origin.hostname_member)
         count += 1
     if shared.log_members:
         parts.append(shared.log_members)
