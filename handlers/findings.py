@@ -717,7 +717,7 @@ def _assemble(
     first: _Observed,
     last: _Observed,
     resources: list[str],
-    process: dict[str, Any],
+    process: str,  # JSON text, or "" for none
     product_fields: str,
 ) -> str:
     """The finding's JSON text: compact, ASCII only (so len() is its size in bytes).
@@ -748,7 +748,7 @@ def _assemble(
             ',"Resources":[',
             ",".join(resources),
             "]",
-            ',"Process":' + compact_json(process) if process else "",
+            ',"Process":' + process if process else "",
             ',"ProductFields":',
             product_fields,
             "}",
@@ -1060,23 +1060,24 @@ def _container(alert: _Alert, name: str) -> dict[str, Any]:
     return details
 
 
-def _process(fields: dict[str, Any]) -> dict[str, Any]:
+def _process(fields: dict[str, Any]) -> str:
+    """The Process object's JSON text, or "" when Falco says nothing of the process."""
     if not fields:
-        return {}
-    process: dict[str, Any] = {}
+        return ""
+    members = []
     name = _clean(fields.get("proc.name"), MAX_PROCESS_NAME_LENGTH)
     if name:
-        process["Name"] = name
+        members.append('"Name":' + _string(name))
     path = _clean(fields.get("proc.exepath"), MAX_PROCESS_PATH_LENGTH)
     if path:
-        process["Path"] = path
+        members.append('"Path":' + _string(path))
     pid = fields.get("proc.pid")
     if type(pid) is int and 0 <= pid <= MAX_INTEGER:
-        process["Pid"] = pid
+        members.append(f'"Pid":{pid}')
     parent = fields.get("proc.ppid")
     if type(parent) is int and 0 <= parent <= MAX_INTEGER:
-        process["ParentPid"] = parent
-    return process
+        members.append(f'"ParentPid":{parent}')
+    return "{" + ",".join(members) + "}" if members else ""
 
 
 def _product_fields(
