@@ -543,9 +543,10 @@ class _Shared:
             known = self.field_keys[names] = (members, len(set(keys)) < len(keys))
         return known
 
-    def container_details(self, alert: _Alert, name: str) -> str:
-        """The Container resource's Details as JSON. They say nothing of the pod, so the pods of
-        one image (a Deployment's replicas, a DaemonSet) share them: worked out once per call."""
+    def container_rest(self, alert: _Alert, name: str) -> str:
+        """The Container resource's JSON after its Id: Partition, Region and Details. They say
+        nothing of the pod, so the pods of one image (a Deployment's replicas, a DaemonSet)
+        share them: worked out once per call."""
         fields = alert.fields
         started = fields.get("container.start_ts")
         privileged = fields.get("container.privileged")
@@ -562,9 +563,13 @@ class _Shared:
         try:
             known = self.containers.get(key)
         except TypeError:  # a list or object where Falco sends text: not memoised
-            return compact_json({"Container": _container(alert, name)})
+            known = None
+            key = None
         if known is None:
-            known = self.containers[key] = compact_json({"Container": _container(alert, name)})
+            details = compact_json({"Container": _container(alert, name)})
+            known = f'{self.location_members},"Details":{details}}}'
+            if key is not None:
+                self.containers[key] = known
         return known
 
     def cluster_resource(self, cluster: str) -> str:
@@ -957,8 +962,11 @@ def _resources(alert: _Alert, shared: _Shared) -> list[str]:
         else:
             node = _clean(record.node_name) or alert.hostname or "-"
             container_ref = f"container/{node}/{name}"
-        details = shared.container_details(alert, name)
-        resources.append(_resource("Container", container_ref, details, shared))
+        resources.append(
+            '{"Type":"Container","Id":'
+            + _identifier_json(container_ref, MAX_RESOURCE_ID_LENGTH)
+            + shared.container_rest(alert, name)
+        )
     elif alert.is_audit:
         kind = _clean(fields.get("ka.target.resource"))
         name = _clean(fields.get("ka.target.name"))
@@ -1007,7 +1015,7 @@ def _resource(kind: str, resource_id: str, details: str, shared: _Shared) -> str
             '{"Type":',
             _string(kind),
             ',"Id":',
-            _string(_identifier(resource_id, MAX_RESOURCE_ID_LENGTH)),
+            _identifier_json(resource_id, MAX_RESOURCE_ID_LENGTH),
             shared.location_members,  # Partition, Region
             ',"Details":' + details if details else "",
             "}",
@@ -1387,6 +1395,14 @@ def _truncate(value: str, limit: int) -> str:
     if len(value) <= limit and (value.isascii() or _utf16_length(value) <= limit):
         return value
     return _prefix(value, limit - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
+
+
+def _identifier_json(value: str, limit: int) -> str:
+    """``_identifier(value, limit)`` as JSON text."""
+    encoded = _string(value)
+    if len(encoded) == len(value) + 2 and len(value) <= limit:
+        return encoded  # nothing escaped: printable ASCII, and it fits
+    return _string(_identifier(value, limit))
 
 
 def _identifier(value: str, limit: int) -> str:
