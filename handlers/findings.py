@@ -635,6 +635,7 @@ class _Alert:
         "is_audit",
         "is_container",
         "is_host",
+        "is_syscall",
         "origin",
         "output",
         "priority",
@@ -654,7 +655,7 @@ class _Alert:
         output = alert.get("output")
         self.record = record
         self.rule = rule
-        self.priority = _canonical_priority(alert)
+        self.priority = parse_priority(alert.get("priority"))
         self.fields: dict[str, Any] = fields if isinstance(fields, dict) else _NO_FIELDS
         self.output = output if isinstance(output, str) else None
         self.tag_types, self.tags_member = shared.tag_facts(alert.get("tags"))
@@ -668,10 +669,9 @@ class _Alert:
         )
         self.is_host = not self.is_audit and container_id == "host"
         self.is_container = not self.is_audit and not self.is_host and container_id is not None
-
-    @property
-    def is_syscall(self) -> bool:
-        return not self.is_audit and (self.source is None or self.source in SYSCALL_SOURCES)
+        self.is_syscall = not self.is_audit and (
+            self.source is None or self.source in SYSCALL_SOURCES
+        )
 
 
 def _finding_text(
@@ -695,22 +695,10 @@ def _finding_text(
         alert, shared, rule_fields, first, last, occurrences, full_output=description_cut
     )
 
-    def assemble(description: str, product_fields: str) -> str:  # both as JSON text
-        return _assemble(
-            shared.context_fields,
-            classification,
-            finding_id,
-            description,
-            first,
-            last,
-            resources,
-            process,
-            product_fields,
-        )
-
-    text = assemble(description, product_fields)
+    parts = (shared.context_fields, classification, finding_id, first, last, resources, process)
+    text = _assemble(*parts, description, product_fields)
     if len(text) > MAX_FINDING_BYTES:  # rare: huge output fields or description
-        text = _shrunk(product_fields, description, assemble)
+        text = _shrunk(product_fields, description, lambda d, p: _assemble(*parts, d, p))
     return finding_id, text
 
 
@@ -718,12 +706,12 @@ def _assemble(
     context_fields: str,
     classification: str,
     finding_id: str,
-    description: str,  # JSON text
     first: _Observed,
     last: _Observed,
     resources: list[str],
     process: str,  # JSON text, or "" for none
-    product_fields: str,
+    description: str,  # JSON text
+    product_fields: str,  # JSON text
 ) -> str:
     """The finding's JSON text: compact, ASCII only (so len() is its size in bytes).
 
@@ -850,18 +838,15 @@ def _date_time_text(moment: datetime) -> str:
 
 
 def _identity_digest(alert: _Alert, observed: _Observed) -> str:
-    parts = [
-        alert.rule,
-        alert.priority,
-        alert.source or "",
-        alert.hostname or "",
-        observed.text if observed.from_alert else "",
-    ]
-    if not observed.from_alert:
+    output = alert.output if alert.output is not None else _canonical_json(alert.fields)
+    if observed.from_alert:
+        parts: tuple[str, ...] = (observed.text, output)
+    else:
         # Without the event's own time, the log event id is what tells two alerts apart.
-        parts.append(alert.record.log_event_id)
-    parts.append(alert.output if alert.output is not None else _canonical_json(alert.fields))
-    identity = "\x1f".join(parts)
+        parts = ("", alert.record.log_event_id, output)
+    identity = "\x1f".join(
+        (alert.rule, alert.priority, alert.source or "", alert.hostname or "", *parts)
+    )
     return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
