@@ -689,6 +689,20 @@ def test_long_field_names_stay_distinct_when_cut():
     assert {"first", "second"} <= set(fields.values())
 
 
+def test_quotes_backslashes_and_non_ascii_text_pass_through_unchanged():
+    # JSON escapes quotes, backslashes and non-ASCII characters; they are printable all the same,
+    # so the finding shows them as Falco sent them.
+    alert = json.loads(json.dumps(SHELL))
+    alert["output_fields"]["proc.cmdline"] = 'sh -c "echo \\\\ ok" # café 日本'
+    alert["output"] = '13:44:05.478445995: Notice shell cmdline=sh -c "echo \\\\ ok" café'
+
+    produced = finding(alert)
+
+    fields = produced["ProductFields"]
+    assert fields["falco/output_fields/proc.cmdline"] == 'sh -c "echo \\\\ ok" # café 日本'
+    assert produced["Description"] == 'Notice shell cmdline=sh -c "echo \\\\ ok" café'
+
+
 def test_two_field_names_that_escape_to_one_key_give_that_key_once():
     # A newline is shown escaped, so "a\nb" and the literal "a\\nb" name one ProductFields key. A
     # JSON object with a key twice is not one to send: the key appears once, with the last value.
