@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-instructions clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 ## bench: per-alert cost of the handler next to the pure decode floor; AWS call counts
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
+
+## bench-instructions: instructions per alert of the floor and each stage (needs valgrind)
+bench-instructions: $(STAMP)
+	$(PY) bench/instruction_counts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
