@@ -60,7 +60,8 @@ SKIP_REASONS = ("not_json", "not_falco_alert", "internal_event", "below_min_prio
 MAX_SKIP_DETAIL = 160
 
 PRIORITY_BY_LOWER = {name.lower(): name for name in FALCO_PRIORITIES}
-_PRIORITY_NAMES = frozenset(FALCO_PRIORITIES)  # as Falco writes them: the usual case
+# As Falco writes them, the usual case: found without normalising.
+PRIORITY_BY_NAME = {name: name for name in FALCO_PRIORITIES}
 
 # Keys the aws-for-fluent-bit `aws` filter can add to a record.
 AWS_FILTER_KEYS = (
@@ -321,7 +322,7 @@ def _alert_problem(candidate: dict[str, Any]) -> str | None:
         if priority is None:
             return "no 'priority'"
         return f"'priority' is a JSON {_json_kind(priority)}"
-    if priority not in _PRIORITY_NAMES and priority.strip().lower() not in PRIORITY_BY_LOWER:
+    if priority not in PRIORITY_BY_NAME and priority.strip().lower() not in PRIORITY_BY_LOWER:
         return f"'priority' {_preview(priority)} is not a Falco priority"
     return None
 

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 from handlers.alerts import (
     FALCO_PRIORITIES,
     PRIORITY_BY_LOWER,
+    PRIORITY_BY_NAME,
     AlertRecord,
     Skip,
     event_time_ns,
@@ -112,7 +113,6 @@ SEVERITY_LABELS = {
     "Debug": "INFORMATIONAL",
 }
 _PRIORITY_RANK = {name: rank for rank, name in enumerate(FALCO_PRIORITIES)}
-_PRIORITY_NAMES = {name: name for name in FALCO_PRIORITIES}
 
 # falcosecurity/rules tactic tags (mitre_<tactic>) -> ASFF types taxonomy. ASFF's TTPs categories
 # follow ATT&CK but have no Reconnaissance, Exfiltration or Impact: reconnaissance inside a running
@@ -281,7 +281,7 @@ def parse_priority(value: str) -> str:
     """Falco priority in any letter case -> its canonical title-case name."""
     if isinstance(value, str):
         # Falco writes its priorities in title case: most values are their own canonical name.
-        canonical = _PRIORITY_NAMES.get(value) or PRIORITY_BY_LOWER.get(value.strip().lower())
+        canonical = PRIORITY_BY_NAME.get(value) or PRIORITY_BY_LOWER.get(value.strip().lower())
     else:
         canonical = None
     if canonical is None:
