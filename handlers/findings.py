@@ -563,14 +563,14 @@ class _Shared:
         try:
             known = self.containers.get(key)
         except TypeError:  # a list or object where Falco sends text: not memoised
-            known = None
-            key = None
+            return self._container_rest(alert, name)
         if known is None:
-            details = compact_json({"Container": _container(alert, name)})
-            known = f'{self.location_members},"Details":{details}}}'
-            if key is not None:
-                self.containers[key] = known
+            known = self.containers[key] = self._container_rest(alert, name)
         return known
+
+    def _container_rest(self, alert: _Alert, name: str) -> str:
+        details = compact_json({"Container": _container(alert, name)})
+        return f'{self.location_members},"Details":{details}}}'
 
     def cluster_resource(self, cluster: str) -> str:
         """The AwsEksCluster resource's JSON."""
