@@ -21,14 +21,15 @@ import pulumi
 import pulumi_aws as aws
 
 from components.settings import MemberAccount
+from handlers.names import GENERATOR_PREFIX, PRODUCT_NAME
 
 COMPONENT_TYPE = "falco-securityhub:index:CentralHub"
 
 # What handlers/findings.py writes into every Falco finding (a test checks they agree):
 # GeneratorId = "falco/rule/<slug of the rule name>", ProductName = PRODUCT_NAME, and the EKS
 # cluster as a resource of type AwsEksCluster whose Id is the cluster ARN.
-FALCO_GENERATOR_PREFIX = "falco/rule/"
-FALCO_PRODUCT_NAME = "Falco runtime security"
+FALCO_GENERATOR_PREFIX = GENERATOR_PREFIX
+FALCO_PRODUCT_NAME = PRODUCT_NAME
 CLUSTER_RESOURCE_TYPE = "AwsEksCluster"
 
 TRIAGE_ROLE_NAME = "falco-findings-triage"

@@ -26,6 +26,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 
 from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from handlers.names import eks_cluster_arn
 
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
@@ -62,8 +63,7 @@ class ClusterArgs:
     pod_identity_agent_version: str | None = None
 
 
-def cluster_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
-    return f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster_name}"
+cluster_arn = eks_cluster_arn
 
 
 def cluster_key_policy(

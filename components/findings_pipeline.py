@@ -19,11 +19,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import (
-    account_root_statement,
-    cloudwatch_logs_statement,
-    log_group_arn,
-)
+from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from handlers.names import METRICS_NAMESPACE, SERVICE_NAME, custom_product_arn, log_group_arn
 
 COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
@@ -39,6 +36,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/findings.py",
     "handlers/securityhub.py",
     "handlers/ingest.py",
+    "handlers/names.py",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +54,6 @@ ARCHITECTURE = "arm64"
 # exact version without hard-coding a layer number that differs between releases.
 POWERTOOLS_VERSION = "3.37.0"
 
-SERVICE_NAME = "falco-securityhub"
-METRICS_NAMESPACE = "FalcoSecurityHub"
 
 # Lambda retries a failed asynchronous invocation twice (the maximum) before handing the event to
 # the on-failure queue: the handler is idempotent (finding Ids are derived from the log event), so
@@ -122,11 +118,6 @@ def alert_log_group_name_for(cluster_name: str) -> str:
 
 def function_log_group_name_for(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
-
-
-def custom_product_arn(partition: str, region: str, account_id: str) -> str:
-    """The product ARN Security Hub assigns to an account's own (custom) findings."""
-    return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
 
 
 def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from handlers.names import log_group_arn
+
 # What CloudWatch Logs needs on a customer-managed key to encrypt a log group with it.
 CLOUDWATCH_LOGS_KEY_ACTIONS = (
     "kms:Encrypt*",
@@ -31,11 +33,6 @@ def account_root_statement(partition: str, account_id: str, sid: str) -> dict[st
         "Action": "kms:*",
         "Resource": "*",
     }
-
-
-def log_group_arn(partition: str, region: str, account_id: str, group_name: str) -> str:
-    """A log group's ARN as CloudWatch Logs puts it in the KMS encryption context (no `:*`)."""
-    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{group_name}"
 
 
 def cloudwatch_logs_statement(

@@ -31,6 +31,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as kubernetes
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
+from handlers.names import eks_cluster_arn
+
 COMPONENT_TYPE = "falco-securityhub:index:RuntimeSecurity"
 
 # One namespace for both releases. Falco's pod name, its container name and this namespace make
@@ -167,8 +169,7 @@ def falco_priority(value: str) -> str:
     return lowered
 
 
-def cluster_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
-    return f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster_name}"
+cluster_arn = eks_cluster_arn
 
 
 def falco_log_path(namespace: str = NAMESPACE) -> str:

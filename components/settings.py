@@ -21,9 +21,7 @@ import pulumi
 import yaml
 
 # One list of Falco's priorities for the program and the Lambda (most to least severe).
-from handlers.alerts import FALCO_PRIORITIES
-
-PROJECT = "falco-securityhub"
+from handlers.names import FALCO_PRIORITIES, PROJECT
 
 # Reads one full config key ("falco-securityhub:nodeMinSize", "aws:region") as the engine hands it
 # over: a string (lists JSON-encoded), or None when unset. Injectable so tests need no engine.

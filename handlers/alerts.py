@@ -43,25 +43,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-FALCO_PRIORITIES = (
-    "Emergency",
-    "Alert",
-    "Critical",
-    "Error",
-    "Warning",
-    "Notice",
-    "Informational",
-    "Debug",
-)  # most to least severe
+from handlers.names import FALCO_PRIORITIES, PRIORITY_BY_LOWER, PRIORITY_BY_NAME
+
+__all__ = ["FALCO_PRIORITIES"]
+
 
 SKIP_REASONS = ("not_json", "not_falco_alert", "internal_event", "below_min_priority")
 
 # A skip's detail goes to the logs for every skipped event: keep it to a line.
 MAX_SKIP_DETAIL = 160
 
-PRIORITY_BY_LOWER = {name.lower(): name for name in FALCO_PRIORITIES}
-# As Falco writes them, the usual case: found without normalising.
-PRIORITY_BY_NAME = {name: name for name in FALCO_PRIORITIES}
 
 # Keys the aws-for-fluent-bit `aws` filter can add to a record.
 AWS_FILTER_KEYS = (

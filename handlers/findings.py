@@ -51,13 +51,21 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from handlers.alerts import (
-    FALCO_PRIORITIES,
-    PRIORITY_BY_LOWER,
-    PRIORITY_BY_NAME,
     AlertRecord,
     Skip,
     event_time_ns,
     falco_time_from_ns,
+)
+from handlers.names import (
+    COMPANY_NAME,
+    FALCO_PRIORITIES,
+    FINDING_ID_PREFIX,
+    GENERATOR_PREFIX,
+    PRIORITY_BY_LOWER,
+    PRIORITY_BY_NAME,
+    PRODUCT_NAME,
+    custom_product_arn,
+    eks_cluster_arn,
 )
 
 __all__ = [
@@ -73,8 +81,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "2018-10-08"
-COMPANY_NAME = "Falco"
-PRODUCT_NAME = "Falco runtime security"
 
 # ASFF limits: AwsSecurityFinding in the Security Hub API reference, and BatchImportFindings.
 MAX_ID_LENGTH = 512
@@ -422,10 +428,7 @@ class _Shared:
         self.account_id = ctx.account_id
         self.region = ctx.region
         self.partition = ctx.partition
-        product_arn = (
-            f"arn:{ctx.partition}:securityhub:{ctx.region}:{ctx.account_id}"
-            f":product/{ctx.account_id}/default"
-        )
+        product_arn = custom_product_arn(ctx.partition, ctx.region, ctx.account_id)
         self.context_fields = _members(
             {
                 "SchemaVersion": SCHEMA_VERSION,
@@ -687,7 +690,7 @@ def _finding_text(
     types = alert.tag_types or (_behavior_type(alert),)
     classification, rule_fields = shared.classification(alert.rule, alert.priority, types)
     digest = _identity_digest(alert, first)
-    finding_id = shared.unique_id(f"falco/alert/{digest}", record, group_key)
+    finding_id = shared.unique_id(f"{FINDING_ID_PREFIX}{digest}", record, group_key)
     description, description_cut = _description(alert)  # as JSON text
     resources = _resources(alert, shared)
     process = _process(alert.fields)
@@ -852,7 +855,7 @@ def _identity_digest(alert: _Alert, observed: _Observed) -> str:
 
 @lru_cache(maxsize=1024)
 def _generator_id(rule: str) -> str:
-    prefix = "falco/rule/"
+    prefix = GENERATOR_PREFIX
     slug = _SLUG_BREAK.sub("-", rule.lower()).strip("-")
     if not slug:
         # A rule named without ASCII letters or digits: name it by hash.
@@ -1012,7 +1015,7 @@ def _resource(kind: str, resource_id: str, details: str, shared: _Shared) -> str
 # the cluster's resources repeat, so their text is worked out once (and _Shared keeps it per call).
 @lru_cache(maxsize=256)
 def _cluster_arn(partition: str, region: str, account_id: str, cluster: str) -> str:
-    arn = f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster}"
+    arn = eks_cluster_arn(partition, region, account_id, cluster)
     return _identifier(arn, MAX_RESOURCE_ID_LENGTH)
 
 
@@ -1310,7 +1313,8 @@ def _group_key(record: AlertRecord) -> tuple[Any, ...]:
 
 def _distinct_id(finding_id: str, key: tuple[Any, ...]) -> str:
     identity = f"{finding_id}\x1f{key!r}"
-    return f"falco/alert/{hashlib.sha256(identity.encode('utf-8', 'surrogatepass')).hexdigest()}"
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{FINDING_ID_PREFIX}{digest}"
 
 
 def _exact_coalesce_key(record: AlertRecord) -> tuple[Any, ...]:

@@ -33,13 +33,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers import alerts, findings, securityhub
+from handlers import alerts, findings, names, securityhub
 from handlers.securityhub import ImportFailed
 
 __all__ = ["ConfigurationError", "ImportFailed", "handler"]
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "falco-securityhub")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "FalcoSecurityHub")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", names.SERVICE_NAME)
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.METRICS_NAMESPACE)
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

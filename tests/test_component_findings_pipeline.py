@@ -301,6 +301,7 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
         "handlers/findings.py",
         "handlers/securityhub.py",
         "handlers/ingest.py",
+        "handlers/names.py",
     )
     for path, asset in archive.assets.items():
         assert isinstance(asset, pulumi.FileAsset)

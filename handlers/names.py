@@ -1,0 +1,67 @@
+"""Names and formats that the Pulumi program and the Lambda share, each defined once.
+
+The Lambda imports this module (it ships in the function's package), and so do the components:
+the central hub's insights filter on the product name the handler writes, the function's
+environment names the metrics namespace the handler emits to, and IAM policies name the ARNs the
+handler puts in findings. Plain constants and pure functions only: no AWS client, no Pulumi.
+"""
+
+from __future__ import annotations
+
+PROJECT = "falco-securityhub"
+
+# ASFF: who made the finding. The central hub's insights and the console link filter on these.
+COMPANY_NAME = "Falco"
+PRODUCT_NAME = "Falco runtime security"
+# GeneratorId = GENERATOR_PREFIX + <slug of the rule name>: one generator per Falco rule.
+GENERATOR_PREFIX = "falco/rule/"
+# Id = FINDING_ID_PREFIX + <sha256 of the alert's identity>.
+FINDING_ID_PREFIX = "falco/alert/"
+
+# The Lambda's Powertools service name and CloudWatch metrics namespace (EMF); alarms read them.
+SERVICE_NAME = PROJECT
+METRICS_NAMESPACE = "FalcoSecurityHub"
+
+# Falco's priorities as Falco writes them in JSON alerts, most to least severe.
+FALCO_PRIORITIES = (
+    "Emergency",
+    "Alert",
+    "Critical",
+    "Error",
+    "Warning",
+    "Notice",
+    "Informational",
+    "Debug",
+)
+PRIORITY_BY_NAME = {name: name for name in FALCO_PRIORITIES}
+# Falco's configuration (falco.yaml `priority`) and its alerts accept any letter case, and "info".
+PRIORITY_BY_LOWER = {name.lower(): name for name in FALCO_PRIORITIES} | {"info": "Informational"}
+
+
+def parse_priority(value: str) -> str:
+    """A Falco priority in any letter case (or "info") -> its title-case name; ValueError names
+    the allowed values."""
+    canonical = PRIORITY_BY_NAME.get(value) if isinstance(value, str) else None
+    if canonical is None and isinstance(value, str):
+        canonical = PRIORITY_BY_LOWER.get(value.strip().lower())
+    if canonical is None:
+        shown = value if not isinstance(value, str) or len(value) <= 32 else value[:32] + "…"
+        raise ValueError(
+            f"unknown Falco priority {shown!r}: expected one of {', '.join(FALCO_PRIORITIES)}"
+            " (any letter case)"
+        )
+    return canonical
+
+
+def eks_cluster_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
+    return f"arn:{partition}:eks:{region}:{account_id}:cluster/{cluster_name}"
+
+
+def custom_product_arn(partition: str, region: str, account_id: str) -> str:
+    """The product ARN Security Hub assigns to an account's own (custom) findings."""
+    return f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default"
+
+
+def log_group_arn(partition: str, region: str, account_id: str, group_name: str) -> str:
+    """A log group's ARN as CloudWatch Logs puts it in the KMS encryption context (no `:*`)."""
+    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{group_name}"
