@@ -19,7 +19,7 @@ from handlers.findings import (
     to_finding_text,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "falco_alerts.jsonl"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "falco_alerts.jsonl"
 ALERTS = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
 
 

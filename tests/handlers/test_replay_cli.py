@@ -33,7 +33,7 @@ from aws_fakes import (
 from handlers import replay, securityhub
 from handlers.__main__ import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
 
 

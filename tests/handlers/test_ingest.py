@@ -39,7 +39,7 @@ from aws_fakes import (
 from handlers import alerts, findings, ingest
 from handlers.ingest import ConfigurationError, ImportFailed
 
-DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "falco-alerts.jsonl"
+DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "falco-alerts.jsonl"
 
 
 # --- fixtures ---------------------------------------------------------------------------------

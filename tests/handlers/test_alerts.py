@@ -19,7 +19,7 @@ from handlers.alerts import (
     parse_log_event,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "falco_alerts.jsonl"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "falco_alerts.jsonl"
 ALERTS = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
 SHELL_IN_CONTAINER = ALERTS[0]
 
