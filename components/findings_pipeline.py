@@ -90,8 +90,8 @@ class FindingsPipelineArgs:
     lambda_memory_mb: int
     lambda_timeout_seconds: int
     # Upper bound on concurrent importers; see docs/security-hub.md ("Sizing") for how it keeps
-    # BatchImportFindings near its 10 requests/s (burst 30) quota.
-    reserved_concurrency: int
+    # BatchImportFindings near its 10 requests/s (burst 30) quota. None: no reservation.
+    reserved_concurrency: int | None
     min_priority: str
     alarm_email: str | None
     security_hub: pulumi.Resource
@@ -103,13 +103,7 @@ class FindingsPipelineArgs:
 # --------------------------------------------------------------------------------------------
 def function_name_for(cluster_name: str) -> str:
     """The Lambda's name; explicit so its log group name and ARNs are known before deployment."""
-    name = f"{cluster_name}-falco-findings"
-    if len(name) > MAX_FUNCTION_NAME_LENGTH:
-        raise ValueError(
-            f"cluster name {cluster_name!r} is too long for the findings function name {name!r} "
-            f"(Lambda allows {MAX_FUNCTION_NAME_LENGTH} characters)"
-        )
-    return name
+    return f"{cluster_name}-falco-findings"
 
 
 def alert_log_group_name_for(cluster_name: str) -> str:
