@@ -445,9 +445,9 @@ class FindingsPipeline(pulumi.ComponentResource):
             # (burst 30) per account and region. Each instance sends its calls one after another
             # (one per 100 findings), and a call takes roughly 200-500 ms, so an instance makes at
             # most ~2-5 req/s and C instances at most ~C x 2-5 req/s: C = 2-3 stays within the
-            # sustained rate, C = 5 (the default setting) can reach 10-25 req/s at full
-            # concurrency: inside the burst allowance, and beyond it the 429s are retried by
-            # botocore, refused findings by the handler, and throttled invocations by Lambda.
+            # sustained rate; beyond it the 429s are retried by botocore, refused findings by the
+            # handler, and throttled invocations by Lambda. None (the default) omits the argument:
+            # no reservation, which new accounts with a concurrency quota of 10 cannot make.
             reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables={

@@ -31,6 +31,7 @@ import pulumi
 import yaml
 
 from components.findings_pipeline import MAX_FUNCTION_NAME_LENGTH, function_name_for
+from components.network import NAT_PER_AZ, NAT_SINGLE
 from handlers.names import FALCO_PRIORITIES, PROJECT, parse_priority
 
 SettingType = Literal["string", "integer", "boolean", "array"]
@@ -44,7 +45,7 @@ LOG_RETENTION_DAYS = (
     3288, 3653,
 )  # fmt: skip
 NODE_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD")
-NAT_GATEWAY_MODES = ("perAz", "single")
+NAT_GATEWAY_MODES = (NAT_PER_AZ, NAT_SINGLE)
 MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS refuses more
 
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
@@ -88,14 +89,17 @@ def _empty_or(check: Check) -> Check:
     return lambda value: None if value == "" else check(value)
 
 
+def _no_duplicates(values: tuple[str, ...]) -> str | None:
+    repeated = sorted({item for item in values if values.count(item) > 1})
+    return f"duplicates: {', '.join(repeated)}" if repeated else None
+
+
 def _each(check: Check) -> Check:
     """A list check: every item passes ``check``, and no item is repeated."""
 
     def check_all(values: tuple[str, ...]) -> str | None:
         reasons = [f"{item}: {reason}" for item in values if (reason := check(item))]
-        repeated = sorted({item for item in values if values.count(item) > 1})
-        if repeated:
-            reasons.append(f"duplicates: {', '.join(repeated)}")
+        reasons += filter(None, [_no_duplicates(values)])
         return "; ".join(reasons) or None
 
     return check_all
@@ -166,9 +170,8 @@ def _member_account(entry: str) -> str | None:
 
 
 def _member_accounts(entries: tuple[str, ...]) -> str | None:
-    return _each(_member_account)(entries) or _each(lambda _: None)(
-        tuple(entry.partition(":")[0] for entry in entries)
-    )
+    account_ids = tuple(entry.partition(":")[0] for entry in entries)
+    return _each(_member_account)(entries) or _no_duplicates(account_ids)
 
 
 def _instance_arch(instance_type: str) -> str | None:
