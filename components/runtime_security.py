@@ -136,7 +136,7 @@ class RuntimeSecurityArgs:
     fluent_bit_chart_version: str
     """Exact fluent-bit chart version (see FLUENT_BIT_CHART_VERSION for the verified one)."""
     falco_minimum_priority: str
-    """Lowest rule priority Falco loads, any case: Emergency ... Debug (or Info)."""
+    """Lowest rule priority Falco loads, as the settings give it: Emergency ... Debug."""
     falco_custom_rules: str | None
     """A Falco rules file (YAML text) loaded after the default rules, or None."""
     depends_on: list[pulumi.Resource]

@@ -242,6 +242,7 @@ def setting(
     *checks: Check,
     convert: Callable[[Any], Any] | None = None,
 ) -> Any:
+    """A ``Settings`` field that is a project setting; ``checks`` each return a reason or None."""
     spec = Setting(default, description, allowed, checks, convert)
     return field(metadata={"setting": spec})
 

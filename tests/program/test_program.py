@@ -391,11 +391,6 @@ def test_resources_given_tags_carry_project_and_stack(program: ProgramRun) -> No
             assert tags.get("Stack") == region_of(program), resource.name
 
 
-def test_stack_files_tag_owner_and_cost_center(program: ProgramRun) -> None:
-    default_tags = program.config["aws:defaultTags"]["tags"]
-    assert {"Owner", "CostCenter"} <= set(default_tags)
-
-
 # -- stack outputs -------------------------------------------------------------------------------
 def test_stack_outputs_are_the_contracts(program: ProgramRun) -> None:
     assert set(program.outputs) == CONTRACT_OUTPUTS
