@@ -1,7 +1,8 @@
 """falco-securityhub: one stack per region; reads the stack's settings and composes components.
 
 Network -> Cluster -> RegionalHub -> FindingsPipeline -> RuntimeSecurity, plus the CentralHub in
-the Security Hub home region only. Settings: Pulumi.yaml and Pulumi.<stack>.yaml (docs/deploy.md).
+the Security Hub home region only. Settings: components/settings.py (defaults, checks) and
+Pulumi.<stack>.yaml (what differs per stack).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
 from components.network import Network, NetworkArgs
 from components.regional_hub import RegionalHub, RegionalHubArgs
 from components.runtime_security import RuntimeSecurity, RuntimeSecurityArgs
-from components.settings import load_settings, pulumi_config_reader
+from components.settings import engine_config, load_settings
 
 
 def findings_console_url(home_region: str, partition: str) -> str:
@@ -38,7 +39,7 @@ def findings_console_url(home_region: str, partition: str) -> str:
 
 
 settings = load_settings(
-    pulumi_config_reader(), pulumi.get_stack(), project_dir=Path(__file__).resolve().parent
+    engine_config(), pulumi.get_stack(), project_dir=Path(__file__).resolve().parent
 )
 account_id = aws.get_caller_identity().account_id
 partition = aws.get_partition().partition
@@ -54,7 +55,7 @@ network = Network(
         account_id=account_id,
         partition=partition,
         region=settings.region,
-        nat_gateway_mode=settings.nat_gateway_mode,
+        nat_gateway_mode=settings.nat_gateways,
         flow_logs=settings.vpc_flow_logs,
         flow_log_retention_days=settings.log_retention_days,
     ),

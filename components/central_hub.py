@@ -70,14 +70,7 @@ class CentralHubArgs:
 # Pure builders
 # --------------------------------------------------------------------------------------------
 def aggregated_regions(home_region: str, linked_regions: Sequence[str]) -> list[str]:
-    """The regions the aggregator links: each linked region once, never the home region."""
-    if home_region in linked_regions:
-        raise ValueError(
-            f"linked regions {list(linked_regions)} include the home region {home_region!r}: "
-            "the aggregation region aggregates itself and cannot also be linked"
-        )
-    if len(set(linked_regions)) != len(linked_regions):
-        raise ValueError(f"linked regions {list(linked_regions)} contain duplicates")
+    """The regions the aggregator links when restricted (empty: all regions)."""
     return sorted(linked_regions)
 
 
@@ -204,11 +197,11 @@ class CentralHub(pulumi.ComponentResource):
         after_hub = pulumi.ResourceOptions(parent=self, depends_on=[args.hub])
 
         # -- aggregation --------------------------------------------------------------------
-        # Exactly the configured regions: ALL_REGIONS would also pull in regions this project
-        # does not deploy to (and any opted-in later) without review.
+        # All regions unless restricted: a region added later (a new stack file) is aggregated
+        # without an edit here or in another stack.
         self.aggregator = aws.securityhub.FindingAggregator(
             f"{name}-aggregator",
-            linking_mode="SPECIFIED_REGIONS" if linked else "NO_REGIONS",
+            linking_mode="SPECIFIED_REGIONS" if linked else "ALL_REGIONS",
             specified_regions=linked or None,
             opts=after_hub,
         )

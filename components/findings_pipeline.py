@@ -90,8 +90,8 @@ class FindingsPipelineArgs:
     lambda_memory_mb: int
     lambda_timeout_seconds: int
     # Upper bound on concurrent importers; see docs/security-hub.md ("Sizing") for how it keeps
-    # BatchImportFindings near its 10 requests/s (burst 30) quota.
-    reserved_concurrency: int
+    # BatchImportFindings near its 10 requests/s (burst 30) quota. None: no reservation.
+    reserved_concurrency: int | None
     min_priority: str
     alarm_email: str | None
     security_hub: pulumi.Resource
@@ -103,13 +103,7 @@ class FindingsPipelineArgs:
 # --------------------------------------------------------------------------------------------
 def function_name_for(cluster_name: str) -> str:
     """The Lambda's name; explicit so its log group name and ARNs are known before deployment."""
-    name = f"{cluster_name}-falco-findings"
-    if len(name) > MAX_FUNCTION_NAME_LENGTH:
-        raise ValueError(
-            f"cluster name {cluster_name!r} is too long for the findings function name {name!r} "
-            f"(Lambda allows {MAX_FUNCTION_NAME_LENGTH} characters)"
-        )
-    return name
+    return f"{cluster_name}-falco-findings"
 
 
 def alert_log_group_name_for(cluster_name: str) -> str:
@@ -451,9 +445,9 @@ class FindingsPipeline(pulumi.ComponentResource):
             # (burst 30) per account and region. Each instance sends its calls one after another
             # (one per 100 findings), and a call takes roughly 200-500 ms, so an instance makes at
             # most ~2-5 req/s and C instances at most ~C x 2-5 req/s: C = 2-3 stays within the
-            # sustained rate, C = 5 (the default setting) can reach 10-25 req/s at full
-            # concurrency: inside the burst allowance, and beyond it the 429s are retried by
-            # botocore, refused findings by the handler, and throttled invocations by Lambda.
+            # sustained rate; beyond it the 429s are retried by botocore, refused findings by the
+            # handler, and throttled invocations by Lambda. None (the default) omits the argument:
+            # no reservation, which new accounts with a concurrency quota of 10 cannot make.
             reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables={

@@ -109,8 +109,6 @@ class Network(pulumi.ComponentResource):
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("falco-securityhub:index:Network", name, None, opts)
-        if args.nat_gateway_mode not in (NAT_PER_AZ, NAT_SINGLE):
-            raise ValueError(f"unknown NAT gateway mode {args.nat_gateway_mode!r}")
         zones = self._first_zones(args.availability_zone_count)
         private_cidrs, public_cidrs = subnet_cidrs(args.cidr_block, len(zones))
         child = pulumi.ResourceOptions(parent=self)

@@ -60,18 +60,6 @@ FLUENT_BIT_SERVICE_ACCOUNT = "fluent-bit"
 FALCO_CHART_VERSION = "9.1.0"  # Falco 0.44.1
 FLUENT_BIT_CHART_VERSION = "0.58.1"  # Fluent Bit 5.1.1
 
-# Falco's own priority names (userspace/engine/falco_common.cpp); it also accepts "info".
-FALCO_PRIORITIES = (
-    "emergency",
-    "alert",
-    "critical",
-    "error",
-    "warning",
-    "notice",
-    "informational",
-    "debug",
-)
-
 # Extra `output_fields` on every syscall alert. The default rules (falco-rules 5.x) name the
 # process and user but not the pod, namespace or image; the container plugin resolves these from
 # the container runtime (CRI labels), and the findings handler maps them to the ASFF Container
@@ -124,7 +112,6 @@ RELEASE_MAX_HISTORY = 10
 # stopped instead of skipping (or resending) alerts; /var/log itself is mounted read-only.
 FLUENT_BIT_STATE_DIR = "/var/lib/fluent-bit-falco"
 
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 # Strings interpolated into Fluent Bit's configuration: no whitespace (a newline would start a
 # new directive) and no Helm template delimiters (the chart runs the config through `tpl`).
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
@@ -149,7 +136,7 @@ class RuntimeSecurityArgs:
     fluent_bit_chart_version: str
     """Exact fluent-bit chart version (see FLUENT_BIT_CHART_VERSION for the verified one)."""
     falco_minimum_priority: str
-    """Lowest rule priority Falco loads, any case: Emergency ... Debug (or Info)."""
+    """Lowest rule priority Falco loads, as the settings give it: Emergency ... Debug."""
     falco_custom_rules: str | None
     """A Falco rules file (YAML text) loaded after the default rules, or None."""
     depends_on: list[pulumi.Resource]
@@ -157,16 +144,9 @@ class RuntimeSecurityArgs:
     tags: dict[str, str]
 
 
-def falco_priority(value: str) -> str:
-    """Falco's `priority` setting for a priority name in any case; ValueError names the choices."""
-    lowered = value.strip().lower()
-    if lowered == "info":
-        return "informational"
-    if lowered not in FALCO_PRIORITIES:
-        raise ValueError(
-            f"unknown Falco priority {value!r}; expected one of {', '.join(FALCO_PRIORITIES)}"
-        )
-    return lowered
+def falco_priority(priority: str) -> str:
+    """falco.yaml's spelling (lower case) of a priority as the settings give it (Title case)."""
+    return priority.lower()
 
 
 cluster_arn = eks_cluster_arn
@@ -454,13 +434,6 @@ def fluent_bit_trust_policy(cluster: str, namespace: str, service_account: str) 
     }
 
 
-def _pinned(chart: str, version: str) -> str:
-    if not _SEMVER.fullmatch(version):
-        # A range or an empty version would let Helm pick whatever is newest at `pulumi up`.
-        raise ValueError(f"{chart} chart version {version!r} is not an exact version (x.y.z)")
-    return version
-
-
 class RuntimeSecurity(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     falco_release_name: pulumi.Output[str]
@@ -474,9 +447,8 @@ class RuntimeSecurity(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, None, opts)
-        falco_version = _pinned(FALCO_CHART, args.falco_chart_version)
-        fluent_bit_version = _pinned(FLUENT_BIT_CHART, args.fluent_bit_chart_version)
-        # Before anything is declared: a bad priority fails the preview, not the Helm install.
+        falco_version = args.falco_chart_version
+        fluent_bit_version = args.fluent_bit_chart_version
         falco = falco_values(args.falco_minimum_priority, args.falco_custom_rules)
 
         provider = kubernetes.Provider(

@@ -1,265 +1,199 @@
-"""The stack's settings: read once, validated together, handed to components as typed values.
+"""The stack's settings: each defined once, as a field of ``Settings``.
 
-Every setting lives in the project namespace (``falco-securityhub:<key>``); its type, default and
-description are declared in ``Pulumi.yaml`` and mirrored by ``SETTINGS`` below (a test keeps the
-two, and the table in docs/deploy.md, identical). A stack file ``Pulumi.<stack>.yaml`` overrides
-what differs per region. Bad values never reach a component: ``load_settings`` collects every
-problem and raises one ``SettingsError`` that names each key, the stack file and what is allowed.
+A field's ``setting(...)`` declares everything about it: the config key (the field name in
+camelCase, in the ``falco-securityhub:`` namespace), the type (the default's: str -> string,
+int -> integer, bool -> boolean, tuple -> array of strings), the default, the description, the
+allowed values and the checks. From that one definition come the validation below, the
+``config:`` block of Pulumi.yaml and the README's settings table (``python -m components.settings``
+rewrites both; a test fails when they are stale). Adding a setting is adding a field here and, if
+it differs per stack, a line in that stack file.
+
+Strictness: Pulumi hands every value over as text (lists as JSON), so a value must be the exact
+text of its type: ``true``/``false`` (not ``yes``), an integer in plain digits (not ``2.0``), a JSON
+list of strings (not a bare string). ``load_settings`` collects every problem, unknown keys
+included, and raises one ``SettingsError`` naming each key, where its value came from and what is
+allowed. Components receive validated values and do not check them again.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import yaml
 
-# One list of Falco's priorities for the program and the Lambda (most to least severe).
-from handlers.names import FALCO_PRIORITIES, PROJECT
-
-# Reads one full config key ("falco-securityhub:nodeMinSize", "aws:region") as the engine hands it
-# over: a string (lists JSON-encoded), or None when unset. Injectable so tests need no engine.
-ConfigReader = Callable[[str], str | None]
+from components.findings_pipeline import MAX_FUNCTION_NAME_LENGTH, function_name_for
+from components.network import NAT_PER_AZ, NAT_SINGLE
+from handlers.names import FALCO_PRIORITIES, PROJECT, parse_priority
 
 SettingType = Literal["string", "integer", "boolean", "array"]
-SettingValue = str | int | bool | list[str]
-
+SettingValue = str | int | bool | tuple[str, ...]
+# A check returns why a value is refused, or None when it is fine.
+Check = Callable[[Any], str | None]
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
 )  # fmt: skip
-
 NODE_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD")
-NAT_GATEWAY_MODES = ("perAz", "single")
-# EKS rejects more than 40 public access CIDRs.
-MAX_PUBLIC_ACCESS_CIDRS = 40
+NAT_GATEWAY_MODES = (NAT_PER_AZ, NAT_SINGLE)
+MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS refuses more
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-_KUBERNETES_VERSION = re.compile(r"^1\.\d{2}$")
-_INSTANCE_TYPE = re.compile(r"^([a-z]+)(\d+)([a-z0-9-]*)\.([a-z0-9]+)$")
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
-_IAM_PRINCIPAL_ARN = re.compile(
-    r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
+_CLUSTER_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
+_KUBERNETES_VERSION = re.compile(r"1\.\d{2}")
+_INSTANCE_TYPE = re.compile(r"([a-z]+)(\d+)([a-z0-9-]*)\.([a-z0-9]+)")
+_EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+")
+_ADDON_VERSION = re.compile(r"v\d+\.\d+\.\d+-eksbuild\.\d+")
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_IAM_PRINCIPAL = re.compile(
+    r"arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}"
 )
-_IAM_ROOT_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:root$")
+_IAM_ROOT = re.compile(r"arn:aws(-cn|-us-gov)?:iam::\d{12}:root")
 _PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
+# RFC 5737: they route nowhere, so an API endpoint limited to them is unreachable.
+DOCUMENTATION_RANGES = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+_INTEGER = re.compile(r"-?\d+")
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """One project setting as Pulumi.yaml declares it and docs/deploy.md documents it."""
-
-    key: str
-    type: SettingType
-    default: SettingValue
-    description: str
-    allowed: str
-
-    @property
-    def full_key(self) -> str:
-        return f"{PROJECT}:{self.key}"
+# -- checks: each returns the reason a value is refused, or None -------------------------------
+def _matches(pattern: re.Pattern[str], what: str) -> Check:
+    return lambda value: None if pattern.fullmatch(value) else what
 
 
-SETTINGS: tuple[SettingSpec, ...] = (
-    # -- Security Hub regions ------------------------------------------------------------------
-    SettingSpec(
-        "homeRegion", "string", "us-east-1",
-        "Security Hub home (aggregation) region: its stack also deploys the central hub.",
-        "an AWS region name, e.g. us-east-1",
-    ),
-    SettingSpec(
-        "linkedRegions", "array", ["eu-west-1"],
-        "Regions whose findings the home region aggregates; every other stack's region.",
-        "a list of AWS region names, without the home region, no duplicates",
-    ),
-    # -- network -------------------------------------------------------------------------------
-    SettingSpec(
-        "vpcCidr", "string", "10.0.0.0/16",
-        "IPv4 CIDR of the cluster VPC; split into a public and a private subnet per AZ.",
-        "a private (RFC 1918) IPv4 network from /16 to /20, e.g. 10.0.0.0/16",
-    ),
-    SettingSpec(
-        "availabilityZoneCount", "integer", 2,
-        "How many availability zones the VPC and the node group span.",
-        "2, 3 or 4",
-    ),
-    SettingSpec(
-        "natGateways", "string", "perAz",
-        "perAz: one NAT gateway per AZ (an AZ outage does not blind the others); "
-        "single: one shared NAT gateway (cheaper, one AZ is a single point of failure).",
-        "perAz or single",
-    ),
-    SettingSpec(
-        "vpcFlowLogs", "boolean", True,
-        "Send VPC flow logs (all traffic) to a KMS-encrypted CloudWatch log group.",
-        "true or false",
-    ),
-    # -- cluster -------------------------------------------------------------------------------
-    SettingSpec(
-        "clusterName", "string", "",
-        "EKS cluster name; empty means falco-<region>.",
-        "empty, or letters, digits, - and _ (starting with a letter or digit), at most 100",
-    ),
-    SettingSpec(
-        "kubernetesVersion", "string", "1.35",
-        "Pinned Kubernetes minor version of the control plane (and of the nodes).",
-        "major.minor as EKS accepts it, e.g. 1.35",
-    ),
-    SettingSpec(
-        "nodeInstanceTypes", "array", ["m6i.large"],
-        "EC2 instance types of the managed node group.",
-        "a non-empty list of instance types, all matching nodeAmiType's architecture",
-    ),
-    SettingSpec(
-        "nodeAmiType", "string", "AL2023_x86_64_STANDARD",
-        "EKS-optimized Amazon Linux 2023 AMI type of the nodes.",
-        " or ".join(NODE_AMI_TYPES),
-    ),
-    SettingSpec(
-        "nodeMinSize", "integer", 2,
-        "Minimum number of nodes.",
-        "an integer, 1 <= nodeMinSize <= nodeDesiredSize",
-    ),
-    SettingSpec(
-        "nodeDesiredSize", "integer", 2,
-        "Desired number of nodes.",
-        "an integer, nodeMinSize <= nodeDesiredSize <= nodeMaxSize",
-    ),
-    SettingSpec(
-        "nodeMaxSize", "integer", 4,
-        "Maximum number of nodes.",
-        "an integer, nodeMaxSize >= nodeDesiredSize",
-    ),
-    SettingSpec(
-        "nodeDiskSizeGb", "integer", 50,
-        "Root volume size of each node in GiB (gp3, encrypted).",
-        "an integer from 20 to 16384",
-    ),
-    SettingSpec(
-        "endpointPublicAccess", "boolean", True,
-        "Expose the Kubernetes API on a public endpoint (limited to publicAccessCidrs); "
-        "`pulumi up` must reach the API to install Falco and Fluent Bit.",
-        "true or false",
-    ),
-    SettingSpec(
-        "publicAccessCidrs", "array", [],
-        "Source CIDRs allowed to reach the public API endpoint (CI runners, VPN egress).",
-        "public IPv4 networks, at most 40; required when endpointPublicAccess is true; "
-        "0.0.0.0/0 only with allowPublicEndpointFromAnywhere",
-    ),
-    SettingSpec(
-        "allowPublicEndpointFromAnywhere", "boolean", False,
-        "Explicit opt-in to let publicAccessCidrs contain 0.0.0.0/0.",
-        "true or false",
-    ),
-    SettingSpec(
-        "adminRoleArns", "array", [],
-        "IAM roles/users granted cluster-admin through EKS access entries (the deploying "
-        "identity is admin as cluster creator).",
-        "IAM role or user ARNs (arn:aws:iam::<12 digits>:role/<name>), no duplicates",
-    ),
-    SettingSpec(
-        "podIdentityAgentVersion", "string", "",
-        "Pinned eks-pod-identity-agent add-on version; empty means EKS's default for the "
-        "cluster version.",
-        "empty, or an add-on version such as v1.3.8-eksbuild.2",
-    ),
-    # -- Falco and Fluent Bit ------------------------------------------------------------------
-    SettingSpec(
-        "falcoChartVersion", "string", "9.1.0",
-        "Pinned version of the falco Helm chart (falcosecurity/charts).",
-        "an exact semantic version, e.g. 9.1.0",
-    ),
-    SettingSpec(
-        "fluentBitChartVersion", "string", "0.58.1",
-        "Pinned version of the fluent-bit Helm chart (fluent/helm-charts).",
-        "an exact semantic version, e.g. 0.58.1",
-    ),
-    SettingSpec(
-        "falcoMinimumPriority", "string", "Notice",
-        "Lowest Falco rule priority Falco emits (and Fluent Bit ships to CloudWatch Logs).",
-        ", ".join(FALCO_PRIORITIES) + " (any case)",
-    ),
-    SettingSpec(
-        "falcoCustomRulesFile", "string", "",
-        "Falco rules file (YAML, relative to the project directory) loaded after the "
-        "default rules; empty means none.",
-        "empty, or the path of an existing .yaml/.yml file holding a YAML list",
-    ),
-    # -- findings pipeline ---------------------------------------------------------------------
-    SettingSpec(
-        # Notice, not Warning: "Terminal shell in container", Falco's best-known detection, is a
-        # Notice. Lower it to Informational to import everything Falco loads.
-        "findingsMinimumPriority", "string", "Notice",
-        "Lowest Falco priority that becomes a Security Hub finding (lower ones stay in the "
-        "log group only).",
-        ", ".join(FALCO_PRIORITIES) + " (any case)",
-    ),
-    SettingSpec(
-        "logRetentionDays", "integer", 365,
-        "Retention of every log group the program creates (alerts, flow logs, control plane).",
-        "one of " + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
-    ),
-    SettingSpec(
-        "lambdaMemoryMb", "integer", 256,
-        "Memory of the findings Lambda in MB.",
-        "an integer from 128 to 10240",
-    ),
-    SettingSpec(
-        # 180 s: a 1 MB event is ~10 BatchImportFindings requests sent one after another, and under
-        # sustained throttling botocore may spend ~15 s on one of them (5 attempts, backoff).
-        "lambdaTimeoutSeconds", "integer", 180,
-        "Timeout of the findings Lambda in seconds.",
-        "an integer from 1 to 900",
-    ),
-    SettingSpec(
-        "lambdaReservedConcurrency", "integer", 5,
-        "Reserved concurrency of the findings Lambda (caps Security Hub API pressure).",
-        "an integer >= 1",
-    ),
-    SettingSpec(
-        "alarmEmail", "string", "",
-        "E-mail subscribed to the pipeline's alarm topic; empty means no subscription.",
-        "empty, or an e-mail address",
-    ),
-    # -- Security Hub --------------------------------------------------------------------------
-    SettingSpec(
-        "enableDefaultStandards", "boolean", False,
-        "Enable Security Hub's default standards (FSBP, CIS) in each region; off because "
-        "they bill per check and are often managed organization-wide.",
-        "true or false",
-    ),
-    SettingSpec(
-        "triagePrincipalArns", "array", [],
-        "Principals allowed to assume the home region's findings-triage role.",
-        "IAM role, user or account-root ARNs, no duplicates",
-    ),
-    SettingSpec(
-        "memberAccounts", "array", [],
-        "Security Hub member accounts invited by the home region, as <account-id>:<e-mail>.",
-        "entries <12-digit account id>:<e-mail>, no duplicate account ids",
-    ),
-    SettingSpec(
-        "delegatedAdminAccountId", "string", "",
-        "Account made Security Hub delegated administrator (Organizations); empty means none.",
-        "empty, or a 12-digit account id",
-    ),
-)  # fmt: skip
+def _one_of(choices: tuple[Any, ...]) -> Check:
+    return lambda value: None if value in choices else "not one of the allowed values"
 
-_SPECS = {spec.key: spec for spec in SETTINGS}
+
+def _between(low: int, high: int | None = None) -> Check:
+    return lambda value: (
+        None if value >= low and (high is None or value <= high) else "out of range"
+    )
+
+
+def _empty_or(check: Check) -> Check:
+    return lambda value: None if value == "" else check(value)
+
+
+def _no_duplicates(values: tuple[str, ...]) -> str | None:
+    repeated = sorted({item for item in values if values.count(item) > 1})
+    return f"duplicates: {', '.join(repeated)}" if repeated else None
+
+
+def _each(check: Check) -> Check:
+    """A list check: every item passes ``check``, and no item is repeated."""
+
+    def check_all(values: tuple[str, ...]) -> str | None:
+        reasons = [f"{item}: {reason}" for item in values if (reason := check(item))]
+        reasons += filter(None, [_no_duplicates(values)])
+        return "; ".join(reasons) or None
+
+    return check_all
+
+
+def _priority(value: str) -> str | None:
+    try:
+        parse_priority(value)
+    except ValueError:
+        return "unknown Falco priority"
+    return None
+
+
+def _ipv4_network(value: str) -> ipaddress.IPv4Network | str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        return f"not an IPv4 network ({error})"
+    return network if isinstance(network, ipaddress.IPv4Network) else "not IPv4"
+
+
+def _vpc_cidr(value: str) -> str | None:
+    network = _ipv4_network(value)
+    if isinstance(network, str):
+        return network
+    if not any(network.subnet_of(private) for private in _PRIVATE_RANGES):
+        return "not inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+    # /20 split eight ways leaves /23 subnets: the least that fits pods on VPC CNI addresses.
+    return None if 16 <= network.prefixlen <= 20 else "prefix length outside /16../20"
+
+
+def _public_cidr(value: str) -> str | None:
+    network = _ipv4_network(value)
+    if isinstance(network, str):
+        return network
+    if any(network.subnet_of(doc) for doc in DOCUMENTATION_RANGES):
+        return (
+            "a documentation range (RFC 5737) that reaches nothing; put in the real egress CIDR "
+            "of where `pulumi up` runs (CI runners, VPN)"
+        )
+    if any(network.subnet_of(private) for private in _PRIVATE_RANGES):
+        return "a private range; it reaches the private endpoint instead"
+    return None
+
+
+def _public_cidrs(values: tuple[str, ...]) -> str | None:
+    if len(values) > MAX_PUBLIC_ACCESS_CIDRS:
+        return f"{len(values)} entries"
+    return _each(_public_cidr)(values)
+
+
+def _principal(*, allow_root: bool) -> Check:
+    def check(arn: str) -> str | None:
+        if _IAM_PRINCIPAL.fullmatch(arn) or (allow_root and _IAM_ROOT.fullmatch(arn)):
+            return None
+        if ":assumed-role/" in arn:
+            return "an STS session, not the role; use arn:aws:iam::<account>:role/<name>"
+        return "not an IAM principal ARN"
+
+    return check
+
+
+def _member_account(entry: str) -> str | None:
+    account_id, _, email = entry.partition(":")
+    if _ACCOUNT_ID.fullmatch(account_id) and _EMAIL.fullmatch(email):
+        return None
+    return "not <12-digit account id>:<e-mail>"
+
+
+def _member_accounts(entries: tuple[str, ...]) -> str | None:
+    account_ids = tuple(entry.partition(":")[0] for entry in entries)
+    return _each(_member_account)(entries) or _no_duplicates(account_ids)
+
+
+def _instance_arch(instance_type: str) -> str | None:
+    """'arm64' for Graviton families (a 'g' after the generation digit: m7g, c7gn, x2gd)."""
+    match = _INSTANCE_TYPE.fullmatch(instance_type)
+    if not match:
+        return None
+    return "arm64" if "g" in match.group(3) else "x86_64"
+
+
+def _instance_types(values: tuple[str, ...]) -> str | None:
+    if not values:
+        return "empty"
+    return _each(lambda t: None if _instance_arch(t) else "not an instance type")(values)
+
+
+def _rules_file(path: str) -> str | None:
+    return None if path == "" or path.endswith((".yaml", ".yml")) else "not a .yaml/.yml file"
+
+
+def _optional(value: str) -> str | None:
+    return value or None
 
 
 @dataclass(frozen=True)
@@ -270,52 +204,325 @@ class MemberAccount:
     email: str
 
 
+def _to_member_accounts(entries: tuple[str, ...]) -> tuple[MemberAccount, ...]:
+    return tuple(MemberAccount(*entry.split(":", 1)) for entry in entries)
+
+
+# -- the model -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Setting:
+    """One project setting: what Pulumi.yaml declares and the README documents about it."""
+
+    default: SettingValue
+    description: str
+    allowed: str
+    checks: tuple[Check, ...] = ()
+    # Turns the checked value into what components receive ("" -> None, entries -> objects).
+    convert: Callable[[Any], Any] | None = None
+    key: str = ""  # the field name in camelCase, filled in by SETTINGS
+    attr: str = ""
+
+    @property
+    def full_key(self) -> str:
+        return f"{PROJECT}:{self.key}"
+
+    @property
+    def type(self) -> SettingType:
+        if isinstance(self.default, bool):
+            return "boolean"
+        if isinstance(self.default, int):
+            return "integer"
+        return "array" if isinstance(self.default, tuple) else "string"
+
+
+def setting(
+    default: SettingValue,
+    description: str,
+    allowed: str,
+    *checks: Check,
+    convert: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A ``Settings`` field that is a project setting; ``checks`` each return a reason or None."""
+    spec = Setting(default, description, allowed, checks, convert)
+    return field(metadata={"setting": spec})
+
+
+_PRIORITY_TEXT = ", ".join(f"`{p}`" for p in FALCO_PRIORITIES) + " (any case, or `info`)"
+_REGION_TEXT = "an AWS region name, e.g. `us-east-1`"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """One stack's validated settings. Lists are tuples: nothing downstream can mutate them."""
 
     stack_name: str
-    region: str
-    home_region: str
-    linked_regions: tuple[str, ...]
-    vpc_cidr: str
-    availability_zone_count: int
-    nat_gateway_mode: str
-    vpc_flow_logs: bool
-    cluster_name: str
-    kubernetes_version: str
-    node_instance_types: tuple[str, ...]
-    node_ami_type: str
-    node_min_size: int
-    node_desired_size: int
-    node_max_size: int
-    node_disk_size_gb: int
-    endpoint_public_access: bool
-    public_access_cidrs: tuple[str, ...]
-    allow_public_endpoint_from_anywhere: bool
-    admin_role_arns: tuple[str, ...]
-    pod_identity_agent_version: str | None
-    falco_chart_version: str
-    fluent_bit_chart_version: str
-    falco_minimum_priority: str
-    falco_custom_rules: str | None
-    findings_minimum_priority: str
-    log_retention_days: int
-    lambda_memory_mb: int
-    lambda_timeout_seconds: int
-    lambda_reserved_concurrency: int
-    alarm_email: str | None
-    enable_default_standards: bool
-    triage_principal_arns: tuple[str, ...]
-    member_accounts: tuple[MemberAccount, ...]
-    delegated_admin_account_id: str | None
-    tags: dict[str, str] = field(default_factory=dict)
+    region: str  # aws:region of the stack
+
+    # -- Security Hub regions --------------------------------------------------------------
+    home_region: str = setting(
+        "us-east-1",
+        "Security Hub home (aggregation) region: its stack also deploys the central hub.",
+        _REGION_TEXT,
+        _matches(_REGION, "not an AWS region name"),
+    )
+    # Empty: the aggregator links every region (ALL_REGIONS, new ones included), so adding a
+    # region is adding its stack file. Non-empty: the aggregator links only these; each linked
+    # stack checks that its region is listed (through a StackReference to the home stack).
+    linked_regions: tuple[str, ...] = setting(
+        (),
+        "Regions whose findings the home region aggregates; empty means all regions, new ones "
+        "included. A list restricts it: then each new region must be added to it.",
+        "empty, or AWS region names in the home region's partition, without the home region, "
+        "no duplicates",
+        _each(_matches(_REGION, "not an AWS region name")),
+    )
+    # -- network ---------------------------------------------------------------------------
+    vpc_cidr: str = setting(
+        "10.0.0.0/16",
+        "IPv4 CIDR of the cluster VPC; split into eight equal blocks: private subnets in the "
+        "first four, public subnets in the last four (one of each per AZ).",
+        "a private (RFC 1918) IPv4 network from /16 to /20",
+        _vpc_cidr,
+    )
+    availability_zone_count: int = setting(
+        2,
+        "How many availability zones the VPC and the node group span.",
+        "2, 3 or 4 (EKS needs at least 2)",
+        _between(2, 4),
+    )
+    nat_gateways: str = setting(
+        "perAz",
+        "`perAz`: one NAT gateway per AZ, so an AZ outage does not cut the others' egress "
+        "(Fluent Bit -> CloudWatch Logs); `single`: one shared NAT gateway, cheaper, one AZ is "
+        "a single point of failure.",
+        "`perAz` or `single`",
+        _one_of(NAT_GATEWAY_MODES),
+    )
+    vpc_flow_logs: bool = setting(
+        True,
+        "Send VPC flow logs (all traffic) to a KMS-encrypted CloudWatch log group.",
+        "`true` or `false`",
+    )
+    # -- cluster ---------------------------------------------------------------------------
+    cluster_name: str = setting(
+        "",
+        "EKS cluster name; empty means `falco-<region>`.",
+        "empty, or letters, digits, `-` and `_` (starting with a letter or digit), at most "
+        f"{MAX_FUNCTION_NAME_LENGTH - len(function_name_for(''))} (the findings function is "
+        "`<cluster>-falco-findings`)",
+        _empty_or(_matches(_CLUSTER_NAME, "not a valid EKS cluster name")),
+    )
+    kubernetes_version: str = setting(
+        "1.35",
+        "Pinned Kubernetes minor version of the control plane (the nodes follow it).",
+        "`major.minor` as EKS accepts it, e.g. `1.35`",
+        _matches(_KUBERNETES_VERSION, "not a Kubernetes minor version"),
+    )
+    node_instance_types: tuple[str, ...] = setting(
+        ("m6i.large",),
+        "EC2 instance types of the managed node group.",
+        "a non-empty list of instance types, all of `nodeAmiType`'s architecture (Graviton "
+        "types such as `m7g.large` need the ARM AMI)",
+        _instance_types,
+    )
+    node_ami_type: str = setting(
+        "AL2023_x86_64_STANDARD",
+        "EKS-optimized Amazon Linux 2023 AMI type of the nodes.",
+        " or ".join(f"`{t}`" for t in NODE_AMI_TYPES),
+        _one_of(NODE_AMI_TYPES),
+    )
+    node_min_size: int = setting(
+        2,
+        "Minimum number of nodes.",
+        "an integer, 1 <= `nodeMinSize` <= `nodeDesiredSize` (Falco is a DaemonSet: zero nodes "
+        "monitor nothing)",
+        _between(1),
+    )
+    node_desired_size: int = setting(
+        2,
+        "Desired number of nodes.",
+        "an integer, `nodeMinSize` <= `nodeDesiredSize` <= `nodeMaxSize`",
+    )
+    node_max_size: int = setting(4, "Maximum number of nodes.", "an integer >= `nodeDesiredSize`")
+    node_disk_size_gb: int = setting(
+        50,
+        "Root volume size of each node in GiB (gp3, encrypted).",
+        "an integer from 20 to 16384",
+        _between(20, 16384),
+    )
+    endpoint_public_access: bool = setting(
+        True,
+        "Expose the Kubernetes API on a public endpoint limited to `publicAccessCidrs` (the "
+        "private endpoint is always on); `pulumi up` must reach the API to install Falco and "
+        "Fluent Bit.",
+        "`true` or `false` (`false`: run `pulumi up` from inside the VPC)",
+    )
+    public_access_cidrs: tuple[str, ...] = setting(
+        (),
+        "Source CIDRs allowed to reach the public API endpoint: the egress CIDRs of where "
+        "`pulumi up` runs (CI runners, VPN).",
+        f"public IPv4 networks, at most {MAX_PUBLIC_ACCESS_CIDRS}, no documentation ranges "
+        "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24); required when `endpointPublicAccess` "
+        "is `true`, refused when it is `false`; `0.0.0.0/0` only with "
+        "`allowPublicEndpointFromAnywhere`",
+        _public_cidrs,
+    )
+    allow_public_endpoint_from_anywhere: bool = setting(
+        False,
+        "Explicit opt-in to let `publicAccessCidrs` contain `0.0.0.0/0` (the API is then "
+        "reachable from the whole internet, protected by IAM authentication only).",
+        "`true` or `false`",
+    )
+    admin_role_arns: tuple[str, ...] = setting(
+        (),
+        "IAM roles or users granted cluster-admin (`AmazonEKSClusterAdminPolicy`, cluster "
+        "scope) through EKS access entries. The identity running `pulumi up` is admin as the "
+        "cluster's creator.",
+        "IAM role or user ARNs (`arn:aws:iam::<12 digits>:role/<name>`, not `sts` assumed-role "
+        "sessions), no duplicates",
+        _each(_principal(allow_root=False)),
+    )
+    pod_identity_agent_version: str | None = setting(
+        "",
+        "Pinned `eks-pod-identity-agent` add-on version; empty means EKS's default for the "
+        "cluster version.",
+        "empty, or an add-on version such as `v1.3.8-eksbuild.2`",
+        _empty_or(_matches(_ADDON_VERSION, "not an add-on version")),
+        convert=_optional,
+    )
+    # -- Falco and Fluent Bit --------------------------------------------------------------
+    falco_chart_version: str = setting(
+        "9.1.0",
+        "Pinned version of the `falco` Helm chart (falcosecurity/charts).",
+        "an exact version `x.y.z`, e.g. `9.1.0` (no ranges, no pre-releases, no `latest`)",
+        _matches(_EXACT_VERSION, "not an exact chart version"),
+    )
+    fluent_bit_chart_version: str = setting(
+        "0.58.1",
+        "Pinned version of the `fluent-bit` Helm chart (fluent/helm-charts).",
+        "an exact version `x.y.z`, e.g. `0.58.1`",
+        _matches(_EXACT_VERSION, "not an exact chart version"),
+    )
+    falco_minimum_priority: str = setting(
+        "Notice",
+        "Lowest Falco rule priority Falco emits (and Fluent Bit ships to CloudWatch Logs).",
+        _PRIORITY_TEXT,
+        _priority,
+        convert=parse_priority,
+    )
+    falco_custom_rules_file: str = setting(
+        "",
+        "Falco rules file (YAML, relative to the project directory) loaded after the default "
+        "rules; empty means none.",
+        "empty, or the path of an existing `.yaml`/`.yml` file holding a YAML list",
+        _rules_file,
+    )
+    # -- findings pipeline -----------------------------------------------------------------
+    # Notice, not Warning: "Terminal shell in container", Falco's best-known detection, is a
+    # Notice. Lower it to Informational to import everything Falco loads.
+    findings_minimum_priority: str = setting(
+        "Notice",
+        "Lowest Falco priority that becomes a Security Hub finding; lower ones stay in the log "
+        "group only. Below `falcoMinimumPriority` it has no effect.",
+        _PRIORITY_TEXT,
+        _priority,
+        convert=parse_priority,
+    )
+    log_retention_days: int = setting(
+        365,
+        "Retention of every log group the program creates (Falco alerts, VPC flow logs, EKS "
+        "control plane).",
+        "one of " + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
+        _one_of(LOG_RETENTION_DAYS),
+    )
+    lambda_memory_mb: int = setting(
+        256, "Memory of the findings Lambda in MB.", "an integer from 128 to 10240",
+        _between(128, 10240),
+    )  # fmt: skip
+    # 180 s: a 1 MB event is ~10 BatchImportFindings requests sent one after another, and under
+    # sustained throttling botocore may spend ~15 s on one of them (5 attempts, backoff).
+    lambda_timeout_seconds: int = setting(
+        180,
+        "Timeout of the findings Lambda in seconds (room for Security Hub throttling retries "
+        "on a 1 MB event).",
+        "an integer from 1 to 900",
+        _between(1, 900),
+    )
+    # 0 (no reservation) by default: AWS keeps 10 units unreserved, and new accounts often have a
+    # quota of 10, where any reservation fails; the handler's back-off keeps within Security Hub's
+    # quota without one.
+    lambda_reserved_concurrency: int | None = setting(
+        0,
+        "Reserved concurrency of the findings Lambda; 0 means none (the function shares the "
+        "account's unreserved pool). Set it to guarantee capacity or cap Security Hub API "
+        "pressure, in accounts whose concurrency quota leaves 10 unreserved.",
+        "0 (no reservation) or a positive integer",
+        _between(0),
+        convert=lambda value: value or None,
+    )
+    alarm_email: str | None = setting(
+        "",
+        "E-mail subscribed to the pipeline's alarm topic (confirm the subscription mail); empty "
+        "means no subscription.",
+        "empty, or an e-mail address",
+        _empty_or(_matches(_EMAIL, "not an e-mail address")),
+        convert=_optional,
+    )
+    # -- Security Hub ----------------------------------------------------------------------
+    enable_default_standards: bool = setting(
+        False,
+        "Enable Security Hub's default standards (AWS FSBP, CIS) in each region; off because "
+        "they bill per check and are often managed organization-wide.",
+        "`true` or `false`",
+    )
+    triage_principal_arns: tuple[str, ...] = setting(
+        (),
+        "Principals allowed to assume the home region's findings-triage role.",
+        "IAM role, user or account-root ARNs, no duplicates",
+        _each(_principal(allow_root=True)),
+    )
+    member_accounts: tuple[MemberAccount, ...] = setting(
+        (),
+        "Security Hub member accounts the home region invites, each as `<account-id>:<e-mail>`.",
+        "entries `<12-digit account id>:<e-mail>`, no duplicate account ids",
+        _member_accounts,
+        convert=_to_member_accounts,
+    )
+    delegated_admin_account_id: str | None = setting(
+        "",
+        "Account made Security Hub delegated administrator (AWS Organizations); empty means none.",
+        "empty, or a 12-digit account id",
+        _empty_or(_matches(_ACCOUNT_ID, "not a 12-digit account id")),
+        convert=_optional,
+    )
+
+    # The rules file's text (read at load time), or None.
+    falco_custom_rules: str | None = None
 
     @property
     def is_home_region(self) -> bool:
         return self.region == self.home_region
 
+    @property
+    def tags(self) -> dict[str, str]:
+        # Ownership/cost tags (Owner, CostCenter) come from aws:defaultTags in the stack file.
+        return {"Project": PROJECT, "Stack": self.stack_name}
 
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], key=_camel(f.name), attr=f.name)
+    for f in fields(Settings)
+    if "setting" in f.metadata
+)
+_BY_KEY = {spec.key: spec for spec in SETTINGS}
+
+
+# -- loading -------------------------------------------------------------------------------------
 class SettingsError(pulumi.RunError):
     """Every problem with a stack's settings, one line each; RunError prints without a trace."""
 
@@ -332,415 +539,218 @@ def stack_file(stack_name: str) -> str:
     return f"Pulumi.{stack_name}.yaml"
 
 
-def pulumi_config_reader() -> ConfigReader:
-    """The engine's config: project defaults from Pulumi.yaml merged with the stack file."""
+def engine_config() -> dict[str, str]:
+    """The stack's whole config as the engine hands it to the program (full keys, text values).
 
-    def read(full_key: str) -> str | None:
-        namespace, key = full_key.split(":", 1)
-        return pulumi.Config(namespace).get(key)
+    Under the CLI it arrives in the PULUMI_CONFIG environment variable; under mocks (and from
+    the language host) through ``set_all_config``. ``pulumi.Config`` reads the same two places.
+    """
+    from pulumi.runtime import config as runtime_config
 
-    return read
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
 
 
-class _Reader:
-    """Parses raw config strings by declared type, collecting problems instead of raising."""
+def _decode(spec: Setting, raw: str) -> SettingValue | str:
+    """The value of ``raw`` as the setting's type, or the reason it is not one (see module doc)."""
+    if spec.type == "string":
+        return raw
+    if spec.type == "integer":
+        return int(raw) if _INTEGER.fullmatch(raw) else "not an integer"
+    if spec.type == "boolean":
+        return raw == "true" if raw in ("true", "false") else "not a boolean"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return f"not a list of strings; set items with `pulumi config set --path '{spec.key}[0]' ...`"
 
-    def __init__(self, read: ConfigReader, stack_name: str) -> None:
-        self._read = read
-        self._file = stack_file(stack_name)
-        self.problems: list[str] = []
 
-    def problem(self, key: str, got: object, reason: str) -> None:
-        spec = _SPECS.get(key)
-        full_key = spec.full_key if spec else key
-        allowed = spec.allowed if spec else reason
-        shown = json.dumps(got) if not isinstance(got, str) else repr(got)
-        self.problems.append(
-            f"{full_key} in {self._file}: got {shown}: {reason} (allowed: {allowed})"
-        )
-
-    def raw(self, key: str) -> str | None:
-        return self._read(_SPECS[key].full_key)
-
-    def string(self, key: str) -> str:
-        value = self.raw(key)
-        default = _SPECS[key].default
-        return value.strip() if value is not None else str(default)
-
-    def integer(self, key: str) -> int:
-        """The value, or the default after recording a problem (so checks can carry on)."""
-        default = _SPECS[key].default
-        assert isinstance(default, int)
-        value = self.raw(key)
-        if value is None:
-            return default
-        try:
-            return int(value.strip())
-        except ValueError:
-            self.problem(key, value, "not an integer")
-            return default
-
-    def boolean(self, key: str) -> bool:
-        value = self.raw(key)
-        if value is None:
-            return bool(_SPECS[key].default)
-        if value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        self.problem(key, value, "not a boolean")
-        return bool(_SPECS[key].default)
-
-    def array(self, key: str) -> list[str]:
-        default = _SPECS[key].default
-        assert isinstance(default, list)
-        value = self.raw(key)
-        if value is None:
-            return list(default)
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-            self.problem(
-                key,
-                value,
-                f"not a list of strings; set items with "
-                f"`pulumi config set --path '{key}[0]' <value>`",
+def _cross_checks(v: Mapping[str, Any], region: str) -> Iterator[tuple[str, str]]:
+    """Rules between settings, over the values that passed their own checks."""
+    if {"home_region", "linked_regions"} <= v.keys():
+        home, linked = v["home_region"], v["linked_regions"]
+        if home in linked:
+            yield "linked_regions", f"contains the home region {home}"
+        # The finding aggregator cannot link regions across partitions.
+        foreign = [r for r in linked if _partition(r) != _partition(home)]
+        if foreign:
+            yield "linked_regions", f"not in {home}'s partition: {', '.join(foreign)}"
+    if {"node_instance_types", "node_ami_type"} <= v.keys():
+        wanted = "arm64" if "ARM_64" in v["node_ami_type"] else "x86_64"
+        wrong = [t for t in v["node_instance_types"] if _instance_arch(t) != wanted]
+        if wrong:
+            yield "node_instance_types", f"{', '.join(wrong)} cannot boot {v['node_ami_type']}"
+    sizes = {"node_min_size", "node_desired_size"} <= v.keys()
+    if sizes and v["node_desired_size"] < v["node_min_size"]:
+        yield "node_desired_size", f"below nodeMinSize ({v['node_min_size']})"
+    sizes = {"node_desired_size", "node_max_size"} <= v.keys()
+    if sizes and v["node_max_size"] < v["node_desired_size"]:
+        yield "node_max_size", f"below nodeDesiredSize ({v['node_desired_size']})"
+    keys = {"endpoint_public_access", "public_access_cidrs", "allow_public_endpoint_from_anywhere"}
+    if keys <= v.keys():
+        cidrs = v["public_access_cidrs"]
+        if not v["endpoint_public_access"] and cidrs:
+            yield "public_access_cidrs", "set while endpointPublicAccess is false (ignored)"
+        elif v["endpoint_public_access"] and not cidrs:
+            yield "public_access_cidrs", "empty while endpointPublicAccess is true"
+        elif "0.0.0.0/0" in cidrs and not v["allow_public_endpoint_from_anywhere"]:
+            yield (
+                "public_access_cidrs",
+                "0.0.0.0/0 opens the Kubernetes API to the whole internet; set "
+                "allowPublicEndpointFromAnywhere to true to mean it",
             )
-            return []
-        return [v.strip() for v in parsed]
+    if "cluster_name" in v:
+        function_name = function_name_for(v["cluster_name"] or f"falco-{region}")
+        if len(function_name) > MAX_FUNCTION_NAME_LENGTH:
+            yield (
+                "cluster_name",
+                f"too long for the findings function name {function_name!r} (Lambda allows "
+                f"{MAX_FUNCTION_NAME_LENGTH} characters)",
+            )
+
+
+def _partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def _read_rules(path_text: str, base_dir: Path) -> str | None:
+    """The rules file's text; the reason it is unusable is raised as ValueError."""
+    try:
+        text = (base_dir / path_text).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"cannot be read ({error.strerror})") from error
+    try:
+        rules = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"not valid YAML ({error})") from error
+    if not isinstance(rules, list):
+        raise ValueError("a Falco rules file is a YAML list of rule/macro/list items")
+    return text
 
 
 def load_settings(
-    config_reader: ConfigReader,
-    stack_name: str,
-    *,
-    project_dir: Path | None = None,
+    config: Mapping[str, str], stack_name: str, *, project_dir: Path | None = None
 ) -> Settings:
-    """Read and validate every setting of ``stack_name``; raise one SettingsError for all problems.
+    """Validate the stack's config (full keys -> text); raise one SettingsError for all problems.
+
+    The engine merges Pulumi.yaml's defaults into the config it hands over, so a value is
+    attributed to the stack file when it differs from the default, else to "default in Pulumi.yaml".
 
     ``project_dir`` resolves ``falcoCustomRulesFile`` (default: the working directory, which is
     the project directory when the Pulumi CLI runs the program).
     """
-    r = _Reader(config_reader, stack_name)
-    base_dir = project_dir or Path.cwd()
+    here = stack_file(stack_name)
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
 
-    region = (config_reader("aws:region") or "").strip()
-    if not _REGION.match(region):
-        r.problems.append(
-            f"aws:region in {stack_file(stack_name)}: got {region!r}: the stack's AWS region is "
-            f"missing or malformed (allowed: an AWS region name, e.g. us-east-1)"
+    def problem(spec: Setting, shown: object, reason: str) -> None:
+        problems.append(
+            f"{spec.full_key} ({origin[spec.attr]}): got {json.dumps(shown)}: {reason} "
+            f"(allowed: {spec.allowed})"
         )
 
-    home_region = r.string("homeRegion")
-    linked_regions = r.array("linkedRegions")
-    _check_regions(r, region, home_region, linked_regions)
-
-    vpc_cidr = r.string("vpcCidr")
-    _check_vpc_cidr(r, vpc_cidr)
-    az_count = r.integer("availabilityZoneCount")
-    if not 2 <= az_count <= 4:
-        r.problem("availabilityZoneCount", az_count, "EKS needs at least 2 AZs; 4 at most")
-    nat_mode = r.string("natGateways")
-    if nat_mode not in NAT_GATEWAY_MODES:
-        r.problem("natGateways", nat_mode, "unknown NAT gateway mode")
-    flow_logs = r.boolean("vpcFlowLogs")
-
-    cluster_name = r.string("clusterName") or f"falco-{region}"
-    if not _CLUSTER_NAME.match(cluster_name):
-        r.problem("clusterName", cluster_name, "not a valid EKS cluster name")
-    kubernetes_version = r.string("kubernetesVersion")
-    if not _KUBERNETES_VERSION.match(kubernetes_version):
-        r.problem("kubernetesVersion", kubernetes_version, "not a Kubernetes minor version")
-
-    ami_type = r.string("nodeAmiType")
-    if ami_type not in NODE_AMI_TYPES:
-        r.problem("nodeAmiType", ami_type, "not an AL2023 AMI type")
-    instance_types = r.array("nodeInstanceTypes")
-    _check_instance_types(r, instance_types, ami_type)
-    node_min = r.integer("nodeMinSize")
-    node_desired = r.integer("nodeDesiredSize")
-    node_max = r.integer("nodeMaxSize")
-    _check_node_sizes(r, node_min, node_desired, node_max)
-    disk_size = r.integer("nodeDiskSizeGb")
-    if not 20 <= disk_size <= 16384:
-        r.problem("nodeDiskSizeGb", disk_size, "out of range")
-
-    public_access = r.boolean("endpointPublicAccess")
-    allow_anywhere = r.boolean("allowPublicEndpointFromAnywhere")
-    public_cidrs = r.array("publicAccessCidrs")
-    _check_public_access(r, public_access, public_cidrs, allow_anywhere)
-
-    admin_arns = r.array("adminRoleArns")
-    _check_principals(r, "adminRoleArns", admin_arns, allow_root=False)
-    triage_arns = r.array("triagePrincipalArns")
-    _check_principals(r, "triagePrincipalArns", triage_arns, allow_root=True)
-
-    falco_chart = _semver(r, "falcoChartVersion")
-    fluent_bit_chart = _semver(r, "fluentBitChartVersion")
-    falco_priority = _priority(r, "falcoMinimumPriority")
-    findings_priority = _priority(r, "findingsMinimumPriority")
-    custom_rules = _custom_rules(r, base_dir)
-
-    retention = r.integer("logRetentionDays")
-    if retention not in LOG_RETENTION_DAYS:
-        r.problem("logRetentionDays", retention, "not a CloudWatch Logs retention period")
-    memory = _bounded(r, "lambdaMemoryMb", 128, 10240)
-    timeout = _bounded(r, "lambdaTimeoutSeconds", 1, 900)
-    concurrency = _bounded(r, "lambdaReservedConcurrency", 1, None)
-    alarm_email = r.string("alarmEmail")
-    if alarm_email and not _EMAIL.match(alarm_email):
-        r.problem("alarmEmail", alarm_email, "not an e-mail address")
-
-    member_accounts = _member_accounts(r)
-    delegated_admin = r.string("delegatedAdminAccountId")
-    if delegated_admin and not _ACCOUNT_ID.match(delegated_admin):
-        r.problem("delegatedAdminAccountId", delegated_admin, "not a 12-digit account id")
-
-    enable_standards = r.boolean("enableDefaultStandards")
-    agent_version = r.string("podIdentityAgentVersion")
-    if r.problems:
-        raise SettingsError(stack_name, r.problems)
-
-    return Settings(
-        stack_name=stack_name,
-        region=region,
-        home_region=home_region,
-        linked_regions=tuple(linked_regions),
-        vpc_cidr=vpc_cidr,
-        availability_zone_count=az_count,
-        nat_gateway_mode=nat_mode,
-        vpc_flow_logs=flow_logs,
-        cluster_name=cluster_name,
-        kubernetes_version=kubernetes_version,
-        node_instance_types=tuple(instance_types),
-        node_ami_type=ami_type,
-        node_min_size=node_min,
-        node_desired_size=node_desired,
-        node_max_size=node_max,
-        node_disk_size_gb=disk_size,
-        endpoint_public_access=public_access,
-        public_access_cidrs=tuple(public_cidrs) if public_access else (),
-        allow_public_endpoint_from_anywhere=allow_anywhere,
-        admin_role_arns=tuple(admin_arns),
-        pod_identity_agent_version=agent_version or None,
-        falco_chart_version=falco_chart,
-        fluent_bit_chart_version=fluent_bit_chart,
-        falco_minimum_priority=falco_priority,
-        falco_custom_rules=custom_rules,
-        findings_minimum_priority=findings_priority,
-        log_retention_days=retention,
-        lambda_memory_mb=memory,
-        lambda_timeout_seconds=timeout,
-        lambda_reserved_concurrency=concurrency,
-        alarm_email=alarm_email or None,
-        enable_default_standards=enable_standards,
-        triage_principal_arns=tuple(triage_arns),
-        member_accounts=tuple(member_accounts),
-        delegated_admin_account_id=delegated_admin or None,
-        # Ownership/cost tags (Owner, CostCenter) come from aws:defaultTags in the stack file.
-        tags={"Project": PROJECT, "Stack": stack_name},
-    )
-
-
-# -- checks ------------------------------------------------------------------------------------
-def _partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-def _check_regions(r: _Reader, region: str, home: str, linked: list[str]) -> None:
-    if not _REGION.match(home):
-        r.problem("homeRegion", home, "not an AWS region name")
-    bad = [name for name in linked if not _REGION.match(name)]
-    if bad:
-        r.problem("linkedRegions", linked, f"not AWS region names: {', '.join(bad)}")
-    if home in linked:
-        r.problem("linkedRegions", linked, f"contains the home region {home}")
-    if _duplicates(linked):
-        r.problem("linkedRegions", linked, f"duplicates: {', '.join(_duplicates(linked))}")
-    # The finding aggregator cannot link regions across partitions.
-    foreign = [name for name in linked if _partition(name) != _partition(home)]
-    if foreign:
-        r.problem("linkedRegions", linked, f"not in {home}'s partition: {', '.join(foreign)}")
-    if _REGION.match(region) and _REGION.match(home) and region != home and region not in linked:
-        r.problem(
-            "linkedRegions",
-            linked,
-            f"this stack's region {region} (aws:region) is neither homeRegion ({home}) nor "
-            f"linked; add it so the home region aggregates its findings",
+    region = config.get("aws:region", "")
+    if not _REGION.fullmatch(region):
+        problems.append(
+            f"aws:region ({here}): got {json.dumps(region)}: the stack's AWS region is missing or "
+            f"malformed (allowed: {_REGION_TEXT})"
         )
+    for full_key in sorted(config):
+        namespace, _, key = full_key.partition(":")
+        if namespace == PROJECT and key not in _BY_KEY:
+            close = difflib.get_close_matches(key, _BY_KEY, n=1)
+            hint = f"did you mean {close[0]}?" if close else "see the README's Settings section"
+            problems.append(f"{full_key} ({here}): not a setting of this project; {hint}")
 
+    for spec in SETTINGS:
+        raw = config.get(spec.full_key)
+        decoded = spec.default if raw is None else _decode(spec, raw)
+        is_default = raw is None or decoded == spec.default
+        origin[spec.attr] = "default in Pulumi.yaml" if is_default else here
+        if isinstance(decoded, str) and spec.type != "string":
+            problem(spec, raw, decoded)
+            continue
+        reasons = [reason for check in spec.checks if (reason := check(decoded))]
+        for reason in reasons:
+            problem(spec, decoded, reason)
+        if not reasons:
+            values[spec.attr] = decoded
+    for attr, reason in list(_cross_checks(values, region)):
+        problem(_BY_KEY[_camel(attr)], values[attr], reason)
 
-def _check_vpc_cidr(r: _Reader, cidr: str) -> None:
-    try:
-        network = ipaddress.ip_network(cidr, strict=True)
-    except ValueError as error:
-        r.problem("vpcCidr", cidr, f"not an IPv4 network ({error})")
-        return
-    if not isinstance(network, ipaddress.IPv4Network):
-        r.problem("vpcCidr", cidr, "not IPv4")
-    elif not any(network.subnet_of(private) for private in _PRIVATE_RANGES):
-        r.problem("vpcCidr", cidr, "not inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
-    elif not 16 <= network.prefixlen <= 20:
-        # /20 split eight ways leaves /23 subnets: the least that fits pods on VPC CNI IPs.
-        r.problem("vpcCidr", cidr, "prefix length outside /16../20")
-
-
-def _instance_arch(instance_type: str) -> str | None:
-    """'arm64' for Graviton families (a 'g' after the generation digit: m7g, c7gn, x2gd)."""
-    match = _INSTANCE_TYPE.match(instance_type)
-    if not match:
-        return None
-    return "arm64" if "g" in match.group(3) else "x86_64"
-
-
-def _check_instance_types(r: _Reader, instance_types: list[str], ami_type: str) -> None:
-    if not instance_types:
-        r.problem("nodeInstanceTypes", instance_types, "empty")
-        return
-    bad = [t for t in instance_types if _instance_arch(t) is None]
-    if bad:
-        r.problem("nodeInstanceTypes", instance_types, f"not instance types: {', '.join(bad)}")
-        return
-    wanted = "arm64" if "ARM_64" in ami_type else "x86_64"
-    mismatched = [t for t in instance_types if _instance_arch(t) != wanted]
-    if ami_type in NODE_AMI_TYPES and mismatched:
-        r.problem(
-            "nodeInstanceTypes",
-            instance_types,
-            f"{', '.join(mismatched)} cannot boot {ami_type} ({wanted})",
-        )
-
-
-def _check_node_sizes(r: _Reader, low: int, desired: int, high: int) -> None:
-    if low < 1:
-        # Falco is a DaemonSet: a node group scaled to zero monitors nothing.
-        r.problem("nodeMinSize", low, "must be at least 1")
-    if desired < low:
-        r.problem("nodeDesiredSize", desired, f"below nodeMinSize ({low})")
-    if high < desired:
-        r.problem("nodeMaxSize", high, f"below nodeDesiredSize ({desired})")
-
-
-def _check_public_access(r: _Reader, enabled: bool, cidrs: list[str], anywhere: bool) -> None:
-    key = "publicAccessCidrs"
-    if not enabled:
-        if cidrs:
-            r.problem(key, cidrs, "set while endpointPublicAccess is false (it would be ignored)")
-        return
-    if not cidrs:
-        r.problem(key, cidrs, "empty while endpointPublicAccess is true")
-    if len(cidrs) > MAX_PUBLIC_ACCESS_CIDRS:
-        r.problem(key, cidrs, f"{len(cidrs)} entries")
-    for cidr in cidrs:
+    custom_rules = None
+    if values.get("falco_custom_rules_file"):
         try:
-            network = ipaddress.ip_network(cidr, strict=True)
+            custom_rules = _read_rules(values["falco_custom_rules_file"], project_dir or Path.cwd())
         except ValueError as error:
-            r.problem(key, cidr, f"not an IPv4 network ({error})")
-            continue
-        if not isinstance(network, ipaddress.IPv4Network):
-            r.problem(key, cidr, "not IPv4")
-        elif network.prefixlen == 0 and not anywhere:
-            r.problem(
-                key,
-                cidr,
-                "opens the Kubernetes API to the whole internet; set "
-                "allowPublicEndpointFromAnywhere to true to mean it",
-            )
-        elif any(network.subnet_of(private) for private in _PRIVATE_RANGES):
-            # The public endpoint only ever sees public source addresses.
-            r.problem(key, cidr, "a private range; it reaches the private endpoint instead")
-    if _duplicates(cidrs):
-        r.problem(key, cidrs, f"duplicates: {', '.join(_duplicates(cidrs))}")
+            problem(_BY_KEY["falcoCustomRulesFile"], values["falco_custom_rules_file"], str(error))
+    if problems:
+        raise SettingsError(stack_name, problems)
+
+    typed = {
+        spec.attr: spec.convert(values[spec.attr]) if spec.convert else values[spec.attr]
+        for spec in SETTINGS
+    }
+    typed["cluster_name"] = typed["cluster_name"] or f"falco-{region}"
+    return Settings(stack_name=stack_name, region=region, falco_custom_rules=custom_rules, **typed)
 
 
-def _check_principals(r: _Reader, key: str, arns: list[str], *, allow_root: bool) -> None:
-    for arn in arns:
-        if _IAM_PRINCIPAL_ARN.match(arn) or (allow_root and _IAM_ROOT_ARN.match(arn)):
-            continue
-        hint = (
-            "an STS session, not the role; use arn:aws:iam::<account>:role/<name>"
-            if ":assumed-role/" in arn
-            else "not an IAM principal ARN"
+# -- what follows from the model: Pulumi.yaml's config block and the README table ---------------
+PULUMI_YAML_MARKER = "# Generated from components/settings.py by `python -m components.settings`."
+README_BEGIN = "<!-- settings table: generated by `python -m components.settings` -->"
+README_END = "<!-- end of settings table -->"
+
+
+def pulumi_yaml_config() -> str:
+    """The ``config:`` block of Pulumi.yaml: every setting's type, default and description."""
+    declared: dict[str, Any] = {}
+    for spec in SETTINGS:
+        entry: dict[str, Any] = {"type": spec.type}
+        if spec.type == "array":
+            entry["items"] = {"type": "string"}
+        entry["default"] = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        entry["description"] = spec.description
+        declared[spec.key] = entry
+    return yaml.safe_dump({"config": declared}, sort_keys=False, width=1000, allow_unicode=True)
+
+
+def readme_table() -> str:
+    rows = [
+        "| Setting | Type | Default | Description | Allowed |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in SETTINGS:
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        rows.append(
+            f"| `{spec.key}` | {spec.type} | `{json.dumps(default)}` | {spec.description} | "
+            f"{spec.allowed} |"
         )
-        r.problem(key, arn, hint)
-    if _duplicates(arns):
-        r.problem(key, arns, f"duplicates: {', '.join(_duplicates(arns))}")
+    return "\n".join(rows) + "\n"
 
 
-def _semver(r: _Reader, key: str) -> str:
-    version = r.string(key)
-    if not _SEMVER.match(version):
-        # Ranges and "latest" would let a chart upgrade slip into a `pulumi up` unreviewed.
-        r.problem(key, version, "not an exact chart version")
-    return version
+def render_pulumi_yaml(current: str) -> str:
+    head = current.split(PULUMI_YAML_MARKER, 1)[0]
+    return f"{head}{PULUMI_YAML_MARKER}\n{pulumi_yaml_config()}"
 
 
-def _priority(r: _Reader, key: str) -> str:
-    value = r.string(key)
-    canonical = {p.lower(): p for p in FALCO_PRIORITIES}.get(value.lower())
-    if canonical is None:
-        r.problem(key, value, "unknown Falco priority")
-        return value
-    return canonical
+def render_readme(current: str) -> str:
+    head, rest = current.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_BEGIN}\n{readme_table()}{README_END}{tail}"
 
 
-def _custom_rules(r: _Reader, base_dir: Path) -> str | None:
-    key = "falcoCustomRulesFile"
-    path_text = r.string(key)
-    if not path_text:
-        return None
-    path = base_dir / path_text
-    if path.suffix not in (".yaml", ".yml"):
-        r.problem(key, path_text, "not a .yaml/.yml file")
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        r.problem(key, path_text, f"cannot be read ({error.strerror})")
-        return None
-    try:
-        rules = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        r.problem(key, path_text, f"not valid YAML ({error})")
-        return None
-    if not isinstance(rules, list):
-        r.problem(key, path_text, "a Falco rules file is a YAML list of rule/macro/list items")
-        return None
-    return text
+def main(project_dir: Path) -> None:
+    """Rewrite Pulumi.yaml's config block and the README's settings table from the model."""
+    for name, render in (("Pulumi.yaml", render_pulumi_yaml), ("README.md", render_readme)):
+        path = project_dir / name
+        path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
 
 
-def _bounded(r: _Reader, key: str, low: int, high: int | None) -> int:
-    value = r.integer(key)
-    if value < low or (high is not None and value > high):
-        r.problem(key, value, "out of range")
-    return value
-
-
-def _member_accounts(r: _Reader) -> list[MemberAccount]:
-    key = "memberAccounts"
-    accounts: list[MemberAccount] = []
-    for entry in r.array(key):
-        account_id, _, email = entry.partition(":")
-        account_id, email = account_id.strip(), email.strip()
-        if not _ACCOUNT_ID.match(account_id) or not _EMAIL.match(email):
-            r.problem(key, entry, "not <12-digit account id>:<e-mail>")
-            continue
-        accounts.append(MemberAccount(account_id=account_id, email=email))
-    ids = [a.account_id for a in accounts]
-    if _duplicates(ids):
-        r.problem(key, ids, f"duplicate account ids: {', '.join(_duplicates(ids))}")
-    return accounts
-
-
-def _duplicates(values: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    repeated: list[str] = []
-    for value in values:
-        if value in seen and value not in repeated:
-            repeated.append(value)
-        seen.add(value)
-    return repeated
+if __name__ == "__main__":
+    main(Path(__file__).resolve().parent.parent)

@@ -1,10 +1,14 @@
-"""Run the real program (__main__.py) for one stack, from its real stack file, under the mocks.
+"""Run the real program (__main__.py) for one stack file under the mocks.
 
 The Pulumi CLI hands a program its project defaults (Pulumi.yaml ``config:``) merged with the
-stack file (``Pulumi.<stack>.yaml``); ``stack_config`` does the same merge, and ``run_program``
-runs ``__main__.py`` inside ``@pulumi.runtime.test`` so every declaration and stack output has
-resolved when it returns. Tests assert on the returned ``ProgramRun`` afterwards, never inside an
-``apply``.
+stack file (``Pulumi.<stack>.yaml``), every value as text; ``stack_config`` does the same merge
+and ``run_program`` runs ``__main__.py`` inside ``@pulumi.runtime.test``, so every declaration and
+stack output has resolved when it returns. Tests assert on the returned ``ProgramRun`` afterwards,
+never inside an ``apply``.
+
+Behaviour is tested on the fixture stacks in tests/program/stacks/; the shipped stack files
+(``REAL_STACK_FILES``, whatever a user has added or changed) are only run, with what a user must
+fill in supplied by the test.
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ import yaml
 from conftest import RecordingMocks, configure_pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 
+from handlers.names import PROJECT
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-PROJECT = "falco-securityhub"
-STACKS = ("us-east-1", "eu-west-1")
+FIXTURE_STACKS = Path(__file__).resolve().parent / "program" / "stacks"
+HOME_STACK = FIXTURE_STACKS / "Pulumi.us-east-1.yaml"
+LINKED_STACK = FIXTURE_STACKS / "Pulumi.eu-west-1.yaml"
+REAL_STACK_FILES = sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
+# A public range that is not a documentation range: what a user puts in publicAccessCidrs.
+EGRESS_CIDR = "100.24.0.0/24"
 
 
-def stack_config(stack_name: str) -> dict[str, Any]:
+def stack_name(stack_file: Path) -> str:
+    return stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+
+
+def stack_config(stack_file: Path) -> dict[str, Any]:
     """Full-key config as the CLI would pass it: Pulumi.yaml defaults, then the stack file."""
     project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text(encoding="utf-8"))
     config: dict[str, Any] = {
@@ -33,7 +47,6 @@ def stack_config(stack_name: str) -> dict[str, Any]:
         for key, declaration in (project.get("config") or {}).items()
         if isinstance(declaration, dict) and "default" in declaration
     }
-    stack_file = PROJECT_DIR / f"Pulumi.{stack_name}.yaml"
     stack = yaml.safe_load(stack_file.read_text(encoding="utf-8"))
     for key, value in (stack.get("config") or {}).items():
         config[key if ":" in key else f"{PROJECT}:{key}"] = value
@@ -73,9 +86,11 @@ class ProgramRun:
     dependencies: dict[str, set[str]] = field(default_factory=dict)
 
 
-def run_program(stack_name: str, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
-    config = {**stack_config(stack_name), **(config_overrides or {})}
-    mocks = configure_pulumi_mocks(stack=stack_name, region=config["aws:region"], config=config)
+def run_program(stack_file: Path, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
+    config = {**stack_config(stack_file), **(config_overrides or {})}
+    mocks = configure_pulumi_mocks(
+        stack=stack_name(stack_file), region=config["aws:region"], config=config
+    )
     run = ProgramRun(mocks=mocks, config=config, dependencies=record_dependencies())
 
     async def collect_outputs() -> None:

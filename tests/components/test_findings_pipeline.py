@@ -333,11 +333,6 @@ def test_package_contains_every_handlers_module_the_handler_imports() -> None:
     assert set(loaded) <= packaged, f"not in the Lambda package: {set(loaded) - packaged}"
 
 
-def test_function_name_must_fit_lambdas_limit() -> None:
-    with pytest.raises(ValueError, match="64"):
-        findings_pipeline.function_name_for("c" * 60)
-
-
 # -- the function's role -----------------------------------------------------------------------
 def test_role_is_assumable_only_by_lambda_for_this_account(declared: Declared) -> None:
     trust = declared.one(ROLE).policy("assumeRolePolicy")

@@ -160,16 +160,9 @@ def test_aggregator_links_several_regions_in_a_stable_order(pulumi_mocks: Record
     assert "us-east-1" not in regions
 
 
-def test_aggregator_never_links_the_home_region() -> None:
-    with pytest.raises(ValueError, match="home region"):
-        central_hub.aggregated_regions("us-east-1", ["eu-west-1", "us-east-1"])
-    with pytest.raises(ValueError, match="duplicates"):
-        central_hub.aggregated_regions("us-east-1", ["eu-west-1", "eu-west-1"])
-
-
-def test_aggregator_without_linked_regions_links_none(pulumi_mocks: RecordingMocks) -> None:
+def test_aggregator_without_linked_regions_links_all(pulumi_mocks: RecordingMocks) -> None:
     aggregator = declare_central(pulumi_mocks, linked_regions=()).one(AGGREGATOR)
-    assert aggregator.inputs["linkingMode"] == "NO_REGIONS"
+    assert aggregator.inputs["linkingMode"] == "ALL_REGIONS"
     assert not aggregator.inputs.get("specifiedRegions")
 
 

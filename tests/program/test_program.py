@@ -1,8 +1,9 @@
-"""The whole program for both stacks, from the real stack files (Pulumi.yaml + Pulumi.<stack>.yaml).
+"""The whole program, run from the fixture stacks in tests/program/stacks/ (home and linked).
 
-Each stack runs once per module (tests/program_runner.py) and the tests read what it declared:
-the aggregator only in the home region, encryption everywhere, IAM without wildcards, the alert
-path from Fluent Bit to the Lambda, and the stack outputs.
+Each fixture stack runs once per module (tests/program_runner.py) and the tests read what it
+declared: the aggregator only in the home region, encryption everywhere, IAM without wildcards,
+the alert path from Fluent Bit to the Lambda, and the stack outputs. The shipped stack files are
+only run, whatever values a user gives them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ACCOUNT_ID, RecordedResource
-from program_runner import STACKS, ProgramRun, run_program
+from program_runner import (
+    EGRESS_CIDR,
+    HOME_STACK,
+    LINKED_STACK,
+    REAL_STACK_FILES,
+    ProgramRun,
+    run_program,
+    stack_config,
+)
 
 from components.central_hub import FALCO_PRODUCT_NAME
 from components.settings import SettingsError
+from handlers.names import parse_priority
 
 NS = "falco-securityhub"
 HOME = "us-east-1"
@@ -46,19 +57,19 @@ MANAGED_POLICIES = {
 POLICY_INPUTS = ("policy", "assumeRolePolicy")
 
 
-@pytest.fixture(scope="module", params=STACKS)
+@pytest.fixture(scope="module", params=[HOME_STACK, LINKED_STACK], ids=lambda p: p.name)
 def program(request: pytest.FixtureRequest) -> ProgramRun:
     return run_program(request.param)
 
 
 @pytest.fixture(scope="module")
 def home() -> ProgramRun:
-    return run_program(HOME)
+    return run_program(HOME_STACK)
 
 
 @pytest.fixture(scope="module")
 def linked() -> ProgramRun:
-    return run_program("eu-west-1")
+    return run_program(LINKED_STACK)
 
 
 def region_of(run: ProgramRun) -> str:
@@ -115,17 +126,40 @@ def test_the_aggregator_exists_only_in_the_home_region(program: ProgramRun) -> N
         assert central == []
 
 
-def test_the_aggregator_links_exactly_the_other_configured_regions(home: ProgramRun) -> None:
+def test_the_aggregator_links_all_regions_unless_restricted(home: ProgramRun) -> None:
     aggregator = home.mocks.one("aws:securityhub/findingAggregator:FindingAggregator")
+    assert aggregator.inputs["linkingMode"] == "ALL_REGIONS"
+    restricted = run_program(HOME_STACK, {f"{NS}:linkedRegions": ["eu-west-1", "ap-southeast-2"]})
+    aggregator = restricted.mocks.one("aws:securityhub/findingAggregator:FindingAggregator")
     assert aggregator.inputs["linkingMode"] == "SPECIFIED_REGIONS"
-    assert sorted(aggregator.inputs["specifiedRegions"]) == sorted(setting(home, "linkedRegions"))
-    assert HOME not in aggregator.inputs["specifiedRegions"]
-
-
-def test_adding_a_region_is_configuration_only() -> None:
-    run = run_program(HOME, {f"{NS}:linkedRegions": ["eu-west-1", "ap-southeast-2"]})
-    aggregator = run.mocks.one("aws:securityhub/findingAggregator:FindingAggregator")
     assert sorted(aggregator.inputs["specifiedRegions"]) == ["ap-southeast-2", "eu-west-1"]
+
+
+def test_a_stack_file_added_alone_runs(tmp_path: Path) -> None:
+    added = tmp_path / "Pulumi.ap-southeast-2.yaml"
+    added.write_text(
+        "config:\n"
+        "  aws:region: ap-southeast-2\n"
+        f"  falco-securityhub:publicAccessCidrs: [{EGRESS_CIDR}]\n",
+        encoding="utf-8",
+    )
+    run = run_program(added)
+    assert run.outputs["clusterName"] == "falco-ap-southeast-2"
+    assert run.mocks.of_type("aws:securityhub/findingAggregator:FindingAggregator") == []
+
+
+@pytest.mark.parametrize("stack_file", REAL_STACK_FILES, ids=lambda p: p.name)
+def test_every_shipped_stack_file_runs_once_its_egress_cidr_is_set(stack_file: Path) -> None:
+    # What a user must fill in before the first `pulumi up`; any other value is theirs.
+    config = stack_config(stack_file)
+    overrides = (
+        {}
+        if config.get(f"{NS}:endpointPublicAccess") is False
+        else {f"{NS}:publicAccessCidrs": [EGRESS_CIDR]}
+    )
+    run = run_program(stack_file, overrides)
+    run.mocks.one("aws:lambda/function:Function")
+    assert len(run.mocks.of_type("kubernetes:helm.sh/v3:Release")) == 2
 
 
 def test_every_stack_enables_security_hub_before_the_pipeline_imports(program: ProgramRun) -> None:
@@ -133,11 +167,21 @@ def test_every_stack_enables_security_hub_before_the_pipeline_imports(program: P
     assert "hub-account" in program.dependencies["findings-function"]
 
 
-def test_a_bad_setting_stops_the_program_before_anything_is_declared() -> None:
+def test_a_misspelled_key_stops_the_program_naming_the_closest_setting() -> None:
     with pytest.raises(SettingsError) as raised:
-        run_program("eu-west-1", {f"{NS}:linkedRegions": ["us-west-2"], f"{NS}:nodeMinSize": 0})
-    assert len(raised.value.problems) == 2
-    assert all("Pulumi.eu-west-1.yaml" in problem for problem in raised.value.problems)
+        run_program(LINKED_STACK, {f"{NS}:falcoMinimumPriorty": "Warning"})
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{NS}:falcoMinimumPriorty (Pulumi.eu-west-1.yaml)")
+    assert problem.endswith("did you mean falcoMinimumPriority?")
+
+
+def test_a_documentation_cidr_stops_the_program_naming_what_to_put_in() -> None:
+    with pytest.raises(SettingsError) as raised:
+        run_program(HOME_STACK, {f"{NS}:publicAccessCidrs": ["203.0.113.0/24"]})
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{NS}:publicAccessCidrs (Pulumi.us-east-1.yaml)")
+    assert "documentation range" in problem
+    assert "real egress CIDR" in problem
 
 
 # -- encryption ----------------------------------------------------------------------------------
@@ -302,11 +346,11 @@ def test_the_pipeline_is_configured_from_the_settings(program: ProgramRun) -> No
     function = program.mocks.one("aws:lambda/function:Function")
     assert function.inputs["memorySize"] == setting(program, "lambdaMemoryMb")
     assert function.inputs["timeout"] == setting(program, "lambdaTimeoutSeconds")
-    assert function.inputs["reservedConcurrentExecutions"] == setting(
-        program, "lambdaReservedConcurrency"
-    )
+    # 0 means no reservation: the argument is left out (a reservation of 0 stops the function).
+    reserved = setting(program, "lambdaReservedConcurrency") or None
+    assert function.inputs.get("reservedConcurrentExecutions") == reserved
     variables = function.inputs["environment"]["variables"]
-    assert variables["MIN_PRIORITY"] == setting(program, "findingsMinimumPriority")
+    assert variables["MIN_PRIORITY"] == parse_priority(setting(program, "findingsMinimumPriority"))
     assert variables["CLUSTER_NAME"] == program.outputs["clusterName"]
 
 
@@ -345,11 +389,6 @@ def test_resources_given_tags_carry_project_and_stack(program: ProgramRun) -> No
         if resource.type.startswith("aws:") and isinstance(tags, dict):
             assert tags.get("Project") == NS, resource.name
             assert tags.get("Stack") == region_of(program), resource.name
-
-
-def test_stack_files_tag_owner_and_cost_center(program: ProgramRun) -> None:
-    default_tags = program.config["aws:defaultTags"]["tags"]
-    assert {"Owner", "CostCenter"} <= set(default_tags)
 
 
 # -- stack outputs -------------------------------------------------------------------------------
