@@ -20,6 +20,9 @@ from typing import Literal
 import pulumi
 import yaml
 
+# Whether the audit Falco runs; audit_detection decides "auto" per cluster.
+from components.audit_detection import AUDIT_DETECTION_MODES
+
 # One list of Falco's priorities for the program and the Lambda (most to least severe).
 from handlers.names import FALCO_PRIORITIES, PROJECT
 
@@ -199,6 +202,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "default rules; empty means none.",
         "empty, or the path of an existing .yaml/.yml file holding a YAML list",
     ),
+    SettingSpec(
+        "auditDetections", "string", "auto",
+        "Falco on the cluster's Kubernetes audit log (k8saudit-eks): auto = when the cluster "
+        "sends its audit log to CloudWatch Logs; on = required (refused if it does not); off.",
+        "auto, on or off",
+    ),
     # -- findings pipeline ---------------------------------------------------------------------
     SettingSpec(
         # Notice, not Warning: "Terminal shell in container", Falco's best-known detection, is a
@@ -299,6 +308,7 @@ class Settings:
     fluent_bit_chart_version: str
     falco_minimum_priority: str
     falco_custom_rules: str | None
+    audit_detections: str
     findings_minimum_priority: str
     log_retention_days: int
     lambda_memory_mb: int
@@ -480,6 +490,9 @@ def load_settings(
     falco_priority = _priority(r, "falcoMinimumPriority")
     findings_priority = _priority(r, "findingsMinimumPriority")
     custom_rules = _custom_rules(r, base_dir)
+    audit_detections = r.string("auditDetections").lower()
+    if audit_detections not in AUDIT_DETECTION_MODES:
+        r.problem("auditDetections", audit_detections, "unknown mode")
 
     retention = r.integer("logRetentionDays")
     if retention not in LOG_RETENTION_DAYS:
@@ -527,6 +540,7 @@ def load_settings(
         fluent_bit_chart_version=fluent_bit_chart,
         falco_minimum_priority=falco_priority,
         falco_custom_rules=custom_rules,
+        audit_detections=audit_detections,
         findings_minimum_priority=findings_priority,
         log_retention_days=retention,
         lambda_memory_mb=memory,

@@ -281,3 +281,14 @@ def test_settings_error_stops_the_program_without_a_stack_trace() -> None:
 def test_every_priority_named_in_the_allowed_text() -> None:
     for priority in FALCO_PRIORITIES:
         assert priority in SPECS["falcoMinimumPriority"].allowed
+
+
+def test_audit_detections_default_to_auto_and_take_any_case() -> None:
+    assert load().audit_detections == "auto"
+    assert load(auditDetections="OFF").audit_detections == "off"
+
+
+def test_an_unknown_audit_detections_mode_is_named() -> None:
+    (problem,) = problems(auditDetections="sometimes")
+    assert problem.startswith(f"{NS}:auditDetections in Pulumi.us-east-1.yaml: got 'sometimes'")
+    assert "auto, on or off" in problem
