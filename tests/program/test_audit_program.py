@@ -1,0 +1,51 @@
+"""The whole program and the audit Falco: both stacks declare it with its least-privilege role,
+and the auditDetections setting turns it off.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ACCOUNT_ID
+from program_runner import STACKS, ProgramRun, run_program
+
+from components import audit_detection as ad
+
+NS = "falco-securityhub"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def program(request: pytest.FixtureRequest) -> ProgramRun:
+    return run_program(request.param)
+
+
+def test_every_stack_runs_the_audit_falco_on_its_cluster(program: ProgramRun) -> None:
+    region = program.config["aws:region"]
+    cluster = f"falco-{region}"
+    release = program.mocks.one(RELEASE, "audit-detection-falco")
+    assert release.inputs["name"] == ad.AUDIT_RELEASE
+    (eks,) = [
+        p for p in release.inputs["values"]["falco"]["plugins"] if p["name"] == "k8saudit-eks"
+    ]
+    assert eks["open_params"] == cluster
+    assert eks["init_config"]["region"] == region
+
+    policy = program.mocks.one(ROLE_POLICY, "audit-detection-read-audit-log").policy()
+    group = f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:/aws/eks/{cluster}/cluster"
+    assert [s["Resource"] for s in policy["Statement"]] == [[group, f"{group}:*"]]
+
+    association = program.mocks.one(ASSOCIATION, "audit-detection-identity")
+    assert association.inputs["serviceAccount"] == ad.AUDIT_SERVICE_ACCOUNT
+
+
+def test_the_audit_falco_waits_for_fluent_bit(program: ProgramRun) -> None:
+    needs = {urn.rsplit("::", 1)[-1] for urn in program.dependencies["audit-detection-falco"]}
+    assert "runtime-security-fluent-bit" in needs
+
+
+def test_audit_detections_off_declares_no_audit_falco() -> None:
+    run = run_program("eu-west-1", {f"{NS}:auditDetections": "off"})
+    assert not [r for r in run.mocks.of_type(RELEASE) if r.name == "audit-detection-falco"]
+    assert not [r for r in run.mocks.of_type(ASSOCIATION) if r.name.startswith("audit-")]
