@@ -16,6 +16,7 @@ from components.audit_detection import (
     AuditDetection,
     AuditDetectionArgs,
     audit_detections_enabled,
+    split_custom_rules,
 )
 from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
 from components.cluster import CONTROL_PLANE_LOG_TYPES, Cluster, ClusterArgs
@@ -123,7 +124,8 @@ runtime = RuntimeSecurity(
         falco_chart_version=settings.falco_chart_version,
         fluent_bit_chart_version=settings.fluent_bit_chart_version,
         falco_minimum_priority=settings.falco_minimum_priority,
-        falco_custom_rules=settings.falco_custom_rules,
+        # The syscall part only: an audit rule's append would stop the syscall Falco.
+        falco_custom_rules=split_custom_rules(settings.falco_custom_rules).syscall,
         depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
         tags=tags,
     ),

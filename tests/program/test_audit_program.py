@@ -5,6 +5,7 @@ and the auditDetections setting turns it off.
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import ACCOUNT_ID
 from program_runner import STACKS, ProgramRun, run_program
 
@@ -49,3 +50,20 @@ def test_audit_detections_off_declares_no_audit_falco() -> None:
     run = run_program("eu-west-1", {f"{NS}:auditDetections": "off"})
     assert not [r for r in run.mocks.of_type(RELEASE) if r.name == "audit-detection-falco"]
     assert not [r for r in run.mocks.of_type(ASSOCIATION) if r.name.startswith("audit-")]
+
+
+def test_each_falco_loads_the_part_of_the_custom_rules_it_can_load() -> None:
+    run = run_program(
+        "us-east-1", {f"{NS}:falcoCustomRulesFile": "tests/fixtures/custom_rules_mixed.yaml"}
+    )
+
+    def loaded(release: str) -> list[str]:
+        values = run.mocks.one(RELEASE, release).inputs["values"]
+        items = yaml.safe_load(values["customRules"]["custom-rules.yaml"])
+        return [item.get("rule") or item.get("macro") or item.get("list") for item in items]
+
+    assert loaded("runtime-security-falco") == [
+        "Shell in payments namespace",
+        "user_read_sensitive_file_conditions",
+    ]
+    assert loaded("audit-detection-falco") == ["Secret read in payments", "allowed_k8s_users"]
