@@ -13,8 +13,14 @@ from urllib.parse import quote
 import pulumi
 import pulumi_aws as aws
 
+from components.audit_detection import (
+    AuditDetection,
+    AuditDetectionArgs,
+    audit_detections_enabled,
+    split_custom_rules,
+)
 from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
-from components.cluster import Cluster, ClusterArgs
+from components.cluster import CONTROL_PLANE_LOG_TYPES, Cluster, ClusterArgs
 from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
 from components.network import Network, NetworkArgs
 from components.regional_hub import RegionalHub, RegionalHubArgs
@@ -106,7 +112,7 @@ pipeline = FindingsPipeline(
         tags=tags,
     ),
 )
-RuntimeSecurity(
+runtime = RuntimeSecurity(
     "runtime-security",
     RuntimeSecurityArgs(
         cluster_name=cluster.cluster_name,
@@ -119,11 +125,38 @@ RuntimeSecurity(
         falco_chart_version=settings.falco_chart_version,
         fluent_bit_chart_version=settings.fluent_bit_chart_version,
         falco_minimum_priority=settings.falco_minimum_priority,
-        falco_custom_rules=settings.falco_custom_rules,
+        # The syscall part only: an audit rule's append would stop the syscall Falco.
+        falco_custom_rules=split_custom_rules(settings.falco_custom_rules).syscall,
         depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
         tags=tags,
     ),
 )
+# The created cluster sends all control-plane log types, audit included (components/cluster.py).
+if audit_detections_enabled(
+    settings.audit_detections, settings.cluster_name, CONTROL_PLANE_LOG_TYPES
+):
+    AuditDetection(
+        "audit-detection",
+        AuditDetectionArgs(
+            cluster_name=cluster.cluster_name,
+            kubeconfig_json=cluster.kubeconfig_json,
+            namespace=runtime.namespace,
+            region=settings.region,
+            account_id=account_id,
+            partition=partition,
+            falco_chart_version=settings.falco_chart_version,
+            falco_minimum_priority=settings.falco_minimum_priority,
+            falco_custom_rules=settings.falco_custom_rules,
+            # Fluent Bit (in runtime) must ship the audit Falco's alerts from its first one.
+            depends_on=[
+                cluster.eks_cluster,
+                cluster.node_group,
+                cluster.pod_identity_agent,
+                runtime,
+            ],
+            tags=tags,
+        ),
+    )
 central = (
     CentralHub(
         "central-hub",

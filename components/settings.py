@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pulumi
 import yaml
 
+from components.audit_detection import AUDIT_DETECTION_MODES
 from components.findings_pipeline import MAX_FUNCTION_NAME_LENGTH, function_name_for
 from components.network import NAT_PER_AZ, NAT_SINGLE
 from handlers.names import FALCO_PRIORITIES, PROJECT, parse_priority
@@ -416,6 +417,14 @@ class Settings:
         "rules; empty means none.",
         "empty, or the path of an existing `.yaml`/`.yml` file holding a YAML list",
         _rules_file,
+    )
+    audit_detections: str = setting(
+        "auto",
+        "Falco on the cluster's Kubernetes audit log (k8saudit-eks plugin): `auto` runs it when "
+        "the cluster sends its audit log to CloudWatch Logs; `on` requires it (the program "
+        "refuses a cluster whose audit log is off); `off` never runs it.",
+        "`auto`, `on` or `off`",
+        _one_of(AUDIT_DETECTION_MODES),
     )
     # -- findings pipeline -----------------------------------------------------------------
     # Notice, not Warning: "Terminal shell in container", Falco's best-known detection, is a

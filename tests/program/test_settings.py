@@ -298,3 +298,14 @@ def test_every_problem_is_reported_at_once_in_one_error() -> None:
         assert f"  - {NS}:{key} ({STACK_FILE})" in message
     # RunError: the CLI prints the list without a Python stack trace.
     assert isinstance(error, pulumi.RunError)
+
+
+def test_audit_detections_default_to_auto() -> None:
+    assert load().audit_detections == "auto"
+    assert load(auditDetections="off").audit_detections == "off"
+
+
+def test_an_unknown_audit_detections_mode_is_named() -> None:
+    (problem,) = problems(auditDetections="sometimes")
+    assert problem.startswith(f'{NS}:auditDetections (Pulumi.us-east-1.yaml): got "sometimes"')
+    assert "`auto`, `on` or `off`" in problem
