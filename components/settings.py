@@ -52,6 +52,7 @@ _EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za
 _IAM_PRINCIPAL_ARN = re.compile(
     r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
 )
+_PERMISSION_SET_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,32}$")
 _IAM_ROOT_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:root$")
 _PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -108,6 +109,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "true or false",
     ),
     # -- cluster -------------------------------------------------------------------------------
+    SettingSpec(
+        "existingClusterName", "string", "",
+        "An EKS cluster in the stack's region to monitor; empty means the stack creates its own "
+        "VPC and cluster.",
+        "empty, or the name of an existing EKS cluster (letters, digits, - and _)",
+    ),
+    SettingSpec(
+        "installPodIdentityAgent", "boolean", False,
+        "With existingClusterName: install the eks-pod-identity-agent add-on (only on a "
+        "cluster that lacks it; destroy removes it).",
+        "true or false; true only with existingClusterName",
+    ),
     SettingSpec(
         "clusterName", "string", "",
         "EKS cluster name; empty means falco-<region>.",
@@ -248,6 +261,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "IAM role, user or account-root ARNs, no duplicates",
     ),
     SettingSpec(
+        "triagePermissionSets", "array", [],
+        "IAM Identity Center permission sets whose users may assume the home region's "
+        "findings-triage role (MFA is enforced at sign-in).",
+        "permission set names (letters, digits and +=,.@-_, at most 32), no duplicates",
+    ),
+    SettingSpec(
         "memberAccounts", "array", [],
         "Security Hub member accounts invited by the home region, as <account-id>:<e-mail>.",
         "entries <12-digit account id>:<e-mail>, no duplicate account ids",
@@ -283,6 +302,8 @@ class Settings:
     nat_gateway_mode: str
     vpc_flow_logs: bool
     cluster_name: str
+    existing_cluster_name: str | None
+    install_pod_identity_agent: bool
     kubernetes_version: str
     node_instance_types: tuple[str, ...]
     node_ami_type: str
@@ -307,6 +328,7 @@ class Settings:
     alarm_email: str | None
     enable_default_standards: bool
     triage_principal_arns: tuple[str, ...]
+    triage_permission_sets: tuple[str, ...]
     member_accounts: tuple[MemberAccount, ...]
     delegated_admin_account_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
@@ -445,8 +467,19 @@ def load_settings(
         r.problem("natGateways", nat_mode, "unknown NAT gateway mode")
     flow_logs = r.boolean("vpcFlowLogs")
 
-    cluster_name = r.string("clusterName") or f"falco-{region}"
-    if not _CLUSTER_NAME.match(cluster_name):
+    existing_cluster = r.string("existingClusterName")
+    if existing_cluster and not _CLUSTER_NAME.match(existing_cluster):
+        r.problem("existingClusterName", existing_cluster, "not a valid EKS cluster name")
+    if existing_cluster and r.string("clusterName"):
+        r.problem("clusterName", r.string("clusterName"), "set with existingClusterName; drop it")
+    install_agent = r.boolean("installPodIdentityAgent")
+    if install_agent and not existing_cluster:
+        r.problem(
+            "installPodIdentityAgent", install_agent, "the cluster the stack creates has it already"
+        )
+    # An existing cluster is named what it is named: the log group and function follow it.
+    cluster_name = existing_cluster or r.string("clusterName") or f"falco-{region}"
+    if not existing_cluster and not _CLUSTER_NAME.match(cluster_name):
         r.problem("clusterName", cluster_name, "not a valid EKS cluster name")
     kubernetes_version = r.string("kubernetesVersion")
     if not _KUBERNETES_VERSION.match(kubernetes_version):
@@ -468,12 +501,21 @@ def load_settings(
     public_access = r.boolean("endpointPublicAccess")
     allow_anywhere = r.boolean("allowPublicEndpointFromAnywhere")
     public_cidrs = r.array("publicAccessCidrs")
-    _check_public_access(r, public_access, public_cidrs, allow_anywhere)
+    if not existing_cluster:
+        # The endpoint settings shape the cluster the stack creates; an existing one keeps its own.
+        _check_public_access(r, public_access, public_cidrs, allow_anywhere)
 
     admin_arns = r.array("adminRoleArns")
     _check_principals(r, "adminRoleArns", admin_arns, allow_root=False)
     triage_arns = r.array("triagePrincipalArns")
     _check_principals(r, "triagePrincipalArns", triage_arns, allow_root=True)
+    permission_sets = r.array("triagePermissionSets")
+    for name in permission_sets:
+        if not _PERMISSION_SET_NAME.match(name):
+            r.problem("triagePermissionSets", name, "not a permission set name")
+    if _duplicates(permission_sets):
+        dups = ", ".join(_duplicates(permission_sets))
+        r.problem("triagePermissionSets", permission_sets, f"duplicates: {dups}")
 
     falco_chart = _semver(r, "falcoChartVersion")
     fluent_bit_chart = _semver(r, "fluentBitChartVersion")
@@ -511,6 +553,8 @@ def load_settings(
         nat_gateway_mode=nat_mode,
         vpc_flow_logs=flow_logs,
         cluster_name=cluster_name,
+        existing_cluster_name=existing_cluster or None,
+        install_pod_identity_agent=install_agent,
         kubernetes_version=kubernetes_version,
         node_instance_types=tuple(instance_types),
         node_ami_type=ami_type,
@@ -519,7 +563,7 @@ def load_settings(
         node_max_size=node_max,
         node_disk_size_gb=disk_size,
         endpoint_public_access=public_access,
-        public_access_cidrs=tuple(public_cidrs) if public_access else (),
+        public_access_cidrs=tuple(public_cidrs) if public_access and not existing_cluster else (),
         allow_public_endpoint_from_anywhere=allow_anywhere,
         admin_role_arns=tuple(admin_arns),
         pod_identity_agent_version=agent_version or None,
@@ -535,6 +579,7 @@ def load_settings(
         alarm_email=alarm_email or None,
         enable_default_standards=enable_standards,
         triage_principal_arns=tuple(triage_arns),
+        triage_permission_sets=tuple(permission_sets),
         member_accounts=tuple(member_accounts),
         delegated_admin_account_id=delegated_admin or None,
         # Ownership/cost tags (Owner, CostCenter) come from aws:defaultTags in the stack file.
@@ -565,7 +610,14 @@ def _check_regions(r: _Reader, region: str, home: str, linked: list[str]) -> Non
     foreign = [name for name in linked if _partition(name) != _partition(home)]
     if foreign:
         r.problem("linkedRegions", linked, f"not in {home}'s partition: {', '.join(foreign)}")
-    if _REGION.match(region) and _REGION.match(home) and region != home and region not in linked:
+    # Empty means every region (the aggregator's ALL_REGIONS): nothing to be missing from.
+    if (
+        linked
+        and _REGION.match(region)
+        and _REGION.match(home)
+        and region != home
+        and region not in linked
+    ):
         r.problem(
             "linkedRegions",
             linked,
