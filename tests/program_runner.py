@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import runpy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
-from conftest import RecordingMocks, configure_pulumi_mocks
+from conftest import ORGANIZATION, RecordingMocks, configure_pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -73,9 +74,37 @@ class ProgramRun:
     dependencies: dict[str, set[str]] = field(default_factory=dict)
 
 
-def run_program(stack_name: str, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
-    config = {**stack_config(stack_name), **(config_overrides or {})}
+def home_stack_exports(config: dict[str, Any]) -> dict[str, Any]:
+    """What the home region's stack exports for linked stacks, given the same settings."""
+    return {
+        "homeRegion": config.get(f"{PROJECT}:homeRegion", "us-east-1"),
+        "linkedRegions": list(config.get(f"{PROJECT}:linkedRegions", [])),
+    }
+
+
+def run_program(
+    stack_name: str,
+    config_overrides: dict[str, Any] | None = None,
+    *,
+    home_exports: dict[str, Any] | None = None,
+    prepare: Callable[[RecordingMocks], None] | None = None,
+    config: dict[str, Any] | None = None,
+) -> ProgramRun:
+    """Run the program for ``stack_name``. A linked stack's StackReference to the home stack
+    answers ``home_exports`` (default: what a home stack with the same settings exports);
+    ``prepare`` adds what exists before the run (an existing cluster, access entries);
+    ``config`` replaces the stack's files (a stack that has no file here)."""
+    config = {
+        **(stack_config(stack_name) if config is None else config),
+        **(config_overrides or {}),
+    }
     mocks = configure_pulumi_mocks(stack=stack_name, region=config["aws:region"], config=config)
+    home = config.get(f"{PROJECT}:homeRegion", "us-east-1")
+    mocks.stack_outputs[f"{ORGANIZATION}/{PROJECT}/{home}"] = (
+        home_stack_exports(config) if home_exports is None else home_exports
+    )
+    if prepare:
+        prepare(mocks)
     run = ProgramRun(mocks=mocks, config=config, dependencies=record_dependencies())
 
     async def collect_outputs() -> None:
