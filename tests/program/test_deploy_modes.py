@@ -7,6 +7,7 @@ from the shipped stack files' values, so the tests hold for any valid configurat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +243,10 @@ def test_home_stack_exports_queue_topic_triage_insights_function_and_log_groups(
     assert home.outputs["functionName"] == "falco-us-east-1-falco-findings"
     assert home.outputs["logGroupName"] == "/falco/falco-us-east-1/alerts"
     assert home.outputs["functionLogGroupName"] == "/aws/lambda/falco-us-east-1-falco-findings"
+
+
+def test_readme_lists_every_stack_output() -> None:
+    home = run(own("us-east-1"))
+    guide = (Path(PROJECT_DIR) / "README.md").read_text(encoding="utf-8")
+    for name in (*home.outputs, "homeStack"):
+        assert f"`{name}`" in guide, name
