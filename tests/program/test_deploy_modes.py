@@ -81,6 +81,21 @@ def test_existing_cluster_declares_no_network_cluster_or_nodes(attached: Program
     assert not attached.mocks.of_type("aws:eks/addon:Addon")
 
 
+def test_existing_cluster_changes_nothing_but_what_the_stack_adds(attached: ProgramRun) -> None:
+    # Everything declared against the cluster is the stack's own, so destroy removes only that.
+    in_cluster = sorted(
+        r.type
+        for r in attached.mocks.resources
+        if r.custom and (r.type.startswith("kubernetes:") or r.type.startswith("aws:eks/"))
+    )
+    assert in_cluster == [
+        "aws:eks/podIdentityAssociation:PodIdentityAssociation",
+        "kubernetes:core/v1:Namespace",
+        "kubernetes:helm.sh/v3:Release",
+        "kubernetes:helm.sh/v3:Release",
+    ]
+
+
 def test_existing_cluster_gets_both_releases_through_its_own_endpoint(attached: ProgramRun) -> None:
     cluster = attached.mocks.eks_clusters[EXISTING]
     [provider] = attached.mocks.of_type(PROVIDER)
