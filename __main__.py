@@ -1,8 +1,10 @@
 """falco-securityhub: one stack per region; reads the stack's settings and composes components.
 
-Network -> Cluster -> RegionalHub -> FindingsPipeline -> RuntimeSecurity, plus the CentralHub in
-the Security Hub home region only. Settings: components/settings.py (defaults, checks) and
-Pulumi.<stack>.yaml (what differs per stack).
+Network -> Cluster (or ExistingCluster, looked up by existingClusterName) -> RegionalHub ->
+FindingsPipeline -> RuntimeSecurity, plus the CentralHub in the Security Hub home region only;
+a linked region's stack checks the home stack agrees with it (components/home_stack.py).
+The audit Falco (AuditDetection) joins when the cluster sends its audit log. Settings:
+components/settings.py (defaults, checks) and Pulumi.<stack>.yaml (what differs per stack).
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from components.audit_detection import (
     split_custom_rules,
 )
 from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
-from components.cluster import CONTROL_PLANE_LOG_TYPES, Cluster, ClusterArgs
+from components.cluster import Cluster, ClusterArgs
+from components.existing_cluster import ExistingCluster, ExistingClusterArgs
 from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
+from components.home_stack import (
+    HOME_REGION_OUTPUT,
+    LINKED_REGIONS_OUTPUT,
+    check_against_home_stack,
+)
 from components.network import Network, NetworkArgs
 from components.regional_hub import RegionalHub, RegionalHubArgs
 from components.runtime_security import RuntimeSecurity, RuntimeSecurityArgs
@@ -47,49 +55,84 @@ def findings_console_url(home_region: str, partition: str) -> str:
 settings = load_settings(
     engine_config(), pulumi.get_stack(), project_dir=Path(__file__).resolve().parent
 )
-account_id = aws.get_caller_identity().account_id
+caller = aws.get_caller_identity()
+account_id = caller.account_id
 partition = aws.get_partition().partition
 tags = settings.tags
 
-network = Network(
-    "network",
-    NetworkArgs(
-        cluster_name=settings.cluster_name,
-        cidr_block=settings.vpc_cidr,
-        availability_zone_count=settings.availability_zone_count,
-        tags=tags,
-        account_id=account_id,
-        partition=partition,
-        region=settings.region,
-        nat_gateway_mode=settings.nat_gateways,
-        flow_logs=settings.vpc_flow_logs,
-        flow_log_retention_days=settings.log_retention_days,
-    ),
+# A linked stack first checks the home stack agrees with it (home region, aggregated regions).
+home_stack = (
+    None
+    if settings.is_home_region
+    else check_against_home_stack(settings.stack_name, settings.region, settings.home_region)
 )
-cluster = Cluster(
-    "cluster",
-    ClusterArgs(
-        cluster_name=settings.cluster_name,
-        kubernetes_version=settings.kubernetes_version,
-        vpc_id=network.vpc_id,
-        public_subnet_ids=network.public_subnet_ids,
-        private_subnet_ids=network.private_subnet_ids,
-        node_instance_types=list(settings.node_instance_types),
-        node_min_size=settings.node_min_size,
-        node_desired_size=settings.node_desired_size,
-        node_max_size=settings.node_max_size,
-        admin_role_arns=list(settings.admin_role_arns),
-        public_access_cidrs=list(settings.public_access_cidrs),
-        tags=tags,
-        account_id=account_id,
-        partition=partition,
-        region=settings.region,
-        node_ami_type=settings.node_ami_type,
-        node_disk_size_gb=settings.node_disk_size_gb,
-        endpoint_public_access=settings.endpoint_public_access,
-        log_retention_days=settings.log_retention_days,
-        pod_identity_agent_version=settings.pod_identity_agent_version,
-    ),
+
+
+def own_cluster() -> Cluster:
+    network = Network(
+        "network",
+        NetworkArgs(
+            cluster_name=settings.cluster_name,
+            cidr_block=settings.vpc_cidr,
+            availability_zone_count=settings.availability_zone_count,
+            tags=tags,
+            account_id=account_id,
+            partition=partition,
+            region=settings.region,
+            nat_gateway_mode=settings.nat_gateways,
+            flow_logs=settings.vpc_flow_logs,
+            flow_log_retention_days=settings.log_retention_days,
+        ),
+    )
+    return Cluster(
+        "cluster",
+        ClusterArgs(
+            cluster_name=settings.cluster_name,
+            kubernetes_version=settings.kubernetes_version,
+            vpc_id=network.vpc_id,
+            public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids,
+            node_instance_types=list(settings.node_instance_types),
+            node_min_size=settings.node_min_size,
+            node_desired_size=settings.node_desired_size,
+            node_max_size=settings.node_max_size,
+            admin_role_arns=list(settings.admin_role_arns),
+            public_access_cidrs=list(settings.public_access_cidrs),
+            tags=tags,
+            account_id=account_id,
+            partition=partition,
+            region=settings.region,
+            node_ami_type=settings.node_ami_type,
+            node_disk_size_gb=settings.node_disk_size_gb,
+            endpoint_public_access=settings.endpoint_public_access,
+            log_retention_days=settings.log_retention_days,
+            pod_identity_agent_version=settings.pod_identity_agent_version,
+        ),
+    )
+
+
+def existing_cluster(name: str) -> ExistingCluster:
+    return ExistingCluster(
+        "existing-cluster",
+        ExistingClusterArgs(
+            cluster_name=name,
+            region=settings.region,
+            account_id=account_id,
+            partition=partition,
+            deployer_arn=caller.arn,
+            install_pod_identity_agent=settings.install_pod_identity_agent,
+            pod_identity_agent_version=settings.pod_identity_agent_version,
+            aws_profile=pulumi.Config("aws").get("profile"),
+            tags=tags,
+        ),
+    )
+
+
+# Either mode exposes what RuntimeSecurity needs: name, kubeconfig, what to wait for.
+cluster: Cluster | ExistingCluster = (
+    existing_cluster(settings.existing_cluster_name)
+    if settings.existing_cluster_name
+    else own_cluster()
 )
 hub = RegionalHub(
     "hub",
@@ -127,13 +170,12 @@ runtime = RuntimeSecurity(
         falco_minimum_priority=settings.falco_minimum_priority,
         # The syscall part only: an audit rule's append would stop the syscall Falco.
         falco_custom_rules=split_custom_rules(settings.falco_custom_rules).syscall,
-        depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
+        depends_on=cluster.runtime_dependencies,
         tags=tags,
     ),
 )
-# The created cluster sends all control-plane log types, audit included (components/cluster.py).
 if audit_detections_enabled(
-    settings.audit_detections, settings.cluster_name, CONTROL_PLANE_LOG_TYPES
+    settings.audit_detections, settings.cluster_name, cluster.enabled_log_types
 ):
     AuditDetection(
         "audit-detection",
@@ -148,12 +190,7 @@ if audit_detections_enabled(
             falco_minimum_priority=settings.falco_minimum_priority,
             falco_custom_rules=settings.falco_custom_rules,
             # Fluent Bit (in runtime) must ship the audit Falco's alerts from its first one.
-            depends_on=[
-                cluster.eks_cluster,
-                cluster.node_group,
-                cluster.pod_identity_agent,
-                runtime,
-            ],
+            depends_on=[*cluster.runtime_dependencies, runtime],
             tags=tags,
         ),
     )
@@ -166,6 +203,7 @@ central = (
             account_id=account_id,
             partition=partition,
             triage_principal_arns=settings.triage_principal_arns,
+            triage_permission_sets=settings.triage_permission_sets,
             member_accounts=settings.member_accounts,
             delegated_admin_account_id=settings.delegated_admin_account_id,
             hub=hub.account,
@@ -176,11 +214,26 @@ central = (
     else None
 )
 
+# What an operator reaches for; docs/deploy.md ("Stack outputs") says what each is for.
 pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("clusterArn", cluster.cluster_arn)
 pulumi.export("kubeconfig", cluster.kubeconfig_json)
 pulumi.export("logGroupName", pipeline.log_group_name)
+pulumi.export("functionLogGroupName", pipeline.function_log_group_name)
 pulumi.export("functionName", pipeline.function_name)
 pulumi.export("deadLetterQueueUrl", pipeline.dead_letter_queue_url)
+pulumi.export("deadLetterQueueArn", pipeline.dead_letter_queue_arn)
+pulumi.export("alarmTopicArn", pipeline.alarm_topic_arn)
 pulumi.export("hubArn", hub.hub_arn)
-pulumi.export("aggregatorArn", central.aggregator_arn if central else None)
 pulumi.export("findingsConsoleUrl", findings_console_url(settings.home_region, partition))
+# Every stack says which home region it aggregates into; linked stacks check the home stack's.
+pulumi.export(HOME_REGION_OUTPUT, settings.home_region)
+if central:
+    pulumi.export(LINKED_REGIONS_OUTPUT, list(settings.linked_regions))
+    pulumi.export("aggregatorArn", central.aggregator_arn)
+    pulumi.export("triageRoleArn", central.triage_role_arn)
+    pulumi.export("triagePolicyArn", central.triage_policy_arn)
+    pulumi.export("insightArns", central.insight_arns)
+else:
+    pulumi.export("aggregatorArn", None)
+    pulumi.export("homeStack", home_stack)

@@ -1,10 +1,13 @@
 """CentralHub: what only the Security Hub home (aggregation) region has.
 
-- A finding aggregator that links exactly the configured regions, so the home region's console,
+- A finding aggregator that links every region (ALL_REGIONS, regions enabled later included), or
+  exactly the configured ones when `linkedRegions` lists them, so the home region's console,
   insights and APIs see every region's Falco findings (updates replicate both ways).
 - Three insights over Falco findings: by cluster, by rule, by severity.
-- A triage role for the security team: read-only Security Hub plus BatchUpdateFindings for
-  workflow status and notes, assumable only by the configured principals and only with MFA.
+- Triage for the security team: a customer-managed policy (BatchUpdateFindings for workflow
+  status and notes) that an IAM Identity Center permission set can attach by name, and a role with
+  it plus read-only Security Hub, assumable by the configured IAM principals with MFA and by the
+  configured permission sets' roles (Identity Center enforces MFA at sign-in).
 - Optionally, Security Hub member invitations and an Organizations delegated administrator.
 
 Policy documents are built by the pure functions below so tests read them back.
@@ -33,6 +36,9 @@ FALCO_PRODUCT_NAME = PRODUCT_NAME
 CLUSTER_RESOURCE_TYPE = "AwsEksCluster"
 
 TRIAGE_ROLE_NAME = "falco-findings-triage"
+# A permission set attaches a customer-managed policy by name (and path), the same in every
+# account it is provisioned to: the name is fixed for that reason.
+TRIAGE_POLICY_NAME = "falco-findings-triage"
 # One hour: long enough for a triage session, short enough that a left-open shell expires soon.
 TRIAGE_MAX_SESSION_SECONDS = 3600
 # The MFA sign-in behind the assume-role call must be at most this old.
@@ -60,6 +66,7 @@ class CentralHubArgs:
     account_id: str
     partition: str
     triage_principal_arns: Sequence[str]
+    triage_permission_sets: Sequence[str]
     member_accounts: Sequence[MemberAccount]
     delegated_admin_account_id: str | None
     hub: pulumi.Resource  # the home region's RegionalHub.account: everything here needs it
@@ -70,7 +77,8 @@ class CentralHubArgs:
 # Pure builders
 # --------------------------------------------------------------------------------------------
 def aggregated_regions(home_region: str, linked_regions: Sequence[str]) -> list[str]:
-    """The regions the aggregator links when restricted (empty: all regions)."""
+    """The regions the aggregator links when restricted (empty: all regions, see
+    `linking_mode`)."""
     return sorted(linked_regions)
 
 
@@ -78,17 +86,52 @@ def hub_arn(partition: str, region: str, account_id: str) -> str:
     return f"arn:{partition}:securityhub:{region}:{account_id}:hub/default"
 
 
-def triage_trust_policy(principal_arns: Sequence[str]) -> dict[str, Any]:
-    """Only the listed principals, signed in with MFA within the last hour, may assume the role.
+def linking_mode(linked_regions: Sequence[str]) -> str:
+    """ALL_REGIONS unless the user restricted aggregation to a list (SPECIFIED_REGIONS).
 
-    `Bool` (not `BoolIfExists`): a request without MFA context, such as long-term access keys
-    used without a session token, has no `aws:MultiFactorAuthPresent` key and is refused.
+    ALL_REGIONS by default so that adding a region is adding its stack file: the aggregator links
+    it without an edit to the home stack, and a region no stack deploys to only adds findings
+    that region produces on its own.
     """
-    if not principal_arns:
-        raise ValueError("a triage role needs at least one principal allowed to assume it")
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+    return "SPECIFIED_REGIONS" if linked_regions else "ALL_REGIONS"
+
+
+def identity_center_role_pattern(partition: str, account_id: str, permission_set: str) -> str:
+    """The ARN of the role Identity Center provisions for a permission set in this account.
+
+    `arn:aws:iam::<acct>:role/aws-reserved/sso.amazonaws.com/[<region>/]AWSReservedSSO_<set>_<id>`:
+    the region is in the path unless Identity Center lives in us-east-1, so `*` covers both; the
+    trailing `_*` is the random suffix. ArnLike matches `*` across `/` within the resource part.
+    """
+    return (
+        f"arn:{partition}:iam::{account_id}:role/aws-reserved/sso.amazonaws.com/"
+        f"*AWSReservedSSO_{permission_set}_*"
+    )
+
+
+def triage_trust_policy(
+    principal_arns: Sequence[str],
+    permission_sets: Sequence[str] = (),
+    *,
+    partition: str = "aws",
+    account_id: str = "",
+) -> dict[str, Any]:
+    """Who may assume the triage role: IAM principals with MFA, and Identity Center users.
+
+    IAM principals: `Bool` (not `BoolIfExists`), so a request without MFA context, such as
+    long-term access keys used without a session token, has no `aws:MultiFactorAuthPresent` key
+    and is refused; the MFA sign-in must be at most an hour old.
+    Identity Center sessions carry no `aws:MultiFactorAuthPresent` (MFA is enforced when the user
+    signs in to the access portal), so the permission sets' roles are trusted by name instead:
+    the account is the principal and `aws:PrincipalArn` must match one of their role ARNs.
+    """
+    if not principal_arns and not permission_sets:
+        raise ValueError(
+            "a triage role needs at least one principal or permission set allowed to assume it"
+        )
+    trusted: list[dict[str, Any]] = []
+    if principal_arns:
+        trusted.append(
             {
                 "Sid": "SecurityTeamWithMfa",
                 "Effect": "Allow",
@@ -99,8 +142,25 @@ def triage_trust_policy(principal_arns: Sequence[str]) -> dict[str, Any]:
                     "NumericLessThan": {"aws:MultiFactorAuthAge": str(TRIAGE_MAX_MFA_AGE_SECONDS)},
                 },
             }
-        ],
-    }
+        )
+    if permission_sets:
+        trusted.append(
+            {
+                "Sid": "SecurityTeamThroughIdentityCenter",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "ArnLike": {
+                        "aws:PrincipalArn": [
+                            identity_center_role_pattern(partition, account_id, name)
+                            for name in sorted(permission_sets)
+                        ]
+                    }
+                },
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": trusted}
 
 
 def triage_policy(partition: str, account_id: str, regions: Sequence[str]) -> dict[str, Any]:
@@ -108,11 +168,14 @@ def triage_policy(partition: str, account_id: str, regions: Sequence[str]) -> di
 
     The Service Authorization Reference lists `hub` as BatchUpdateFindings' resource type, so the
     grant names the hub of every region the team triages in (home and linked: updates replicate
-    through the aggregator either way) instead of `*`. Field restrictions use the documented
+    through the aggregator either way) instead of `*`; with no list (every region linked), this
+    account's hub in any region. Field restrictions use the documented
     `securityhub:ASFFSyntaxPath/<field>` condition keys; a `Null` condition matches one key, so
     each field gets its own Deny (several keys in one `Null` block would all have to be present).
     """
-    hubs = [hub_arn(partition, region, account_id) for region in sorted(regions)]
+    hubs = [hub_arn(partition, region, account_id) for region in sorted(regions)] or [
+        hub_arn(partition, "*", account_id)
+    ]
     denies = [
         {
             "Sid": "KeepProviderJudgment" + field_name.replace(".", ""),
@@ -187,6 +250,7 @@ class CentralHub(pulumi.ComponentResource):
     aggregator_arn: pulumi.Output[str]
     # None when no triage principals are configured: no role is created that nobody can assume.
     triage_role_arn: pulumi.Output[str | None]
+    triage_policy_arn: pulumi.Output[str]
     insight_arns: pulumi.Output[list[str]]
 
     def __init__(
@@ -201,7 +265,7 @@ class CentralHub(pulumi.ComponentResource):
         # without an edit here or in another stack.
         self.aggregator = aws.securityhub.FindingAggregator(
             f"{name}-aggregator",
-            linking_mode="SPECIFIED_REGIONS" if linked else "ALL_REGIONS",
+            linking_mode=linking_mode(linked),
             specified_regions=linked or None,
             opts=after_hub,
         )
@@ -218,10 +282,23 @@ class CentralHub(pulumi.ComponentResource):
             for spec in INSIGHTS
         ]
 
-        # -- triage role --------------------------------------------------------------------
+        # -- triage -------------------------------------------------------------------------
+        # The policy exists even without a role: a permission set can attach it by name.
+        regions = [args.home_region, *linked] if linked else []
+        self.triage_policy = aws.iam.Policy(
+            f"{name}-triage-policy",
+            name=TRIAGE_POLICY_NAME,
+            description="Falco findings triage: set workflow status and notes on Security Hub "
+            "findings, never their severity or types.",
+            policy=json.dumps(
+                triage_policy(args.partition, args.account_id, regions), sort_keys=True
+            ),
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.triage_role: aws.iam.Role | None = None
-        if args.triage_principal_arns:
-            self.triage_role = self._declare_triage_role(name, args, [args.home_region, *linked])
+        if args.triage_principal_arns or args.triage_permission_sets:
+            self.triage_role = self._declare_triage_role(name, args, self.triage_policy)
 
         # -- accounts -----------------------------------------------------------------------
         self.members = [
@@ -249,25 +326,33 @@ class CentralHub(pulumi.ComponentResource):
         self.triage_role_arn = (
             self.triage_role.arn if self.triage_role else pulumi.Output.from_input(None)
         )
+        self.triage_policy_arn = self.triage_policy.arn
         self.insight_arns = pulumi.Output.all(*[insight.arn for insight in self.insights])
         self.register_outputs(
             {
                 "aggregator_arn": self.aggregator_arn,
                 "triage_role_arn": self.triage_role_arn,
+                "triage_policy_arn": self.triage_policy_arn,
                 "insight_arns": self.insight_arns,
             }
         )
 
     def _declare_triage_role(
-        self, name: str, args: CentralHubArgs, regions: Sequence[str]
+        self, name: str, args: CentralHubArgs, policy: aws.iam.Policy
     ) -> aws.iam.Role:
         role = aws.iam.Role(
             f"{name}-triage-role",
             name=TRIAGE_ROLE_NAME,
             description="Security team: read Security Hub, set workflow status and notes on "
-            "findings. MFA required.",
+            "findings. MFA required (IAM) or enforced at sign-in (Identity Center).",
             assume_role_policy=json.dumps(
-                triage_trust_policy(args.triage_principal_arns), sort_keys=True
+                triage_trust_policy(
+                    args.triage_principal_arns,
+                    args.triage_permission_sets,
+                    partition=args.partition,
+                    account_id=args.account_id,
+                ),
+                sort_keys=True,
             ),
             max_session_duration=TRIAGE_MAX_SESSION_SECONDS,
             tags=dict(args.tags),
@@ -279,12 +364,10 @@ class CentralHub(pulumi.ComponentResource):
             policy_arn=f"arn:{args.partition}:iam::aws:policy/{READ_ONLY_POLICY_NAME}",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        aws.iam.RolePolicy(
+        aws.iam.RolePolicyAttachment(
             f"{name}-triage-update-findings",
-            role=role.id,
-            policy=json.dumps(
-                triage_policy(args.partition, args.account_id, regions), sort_keys=True
-            ),
+            role=role.name,
+            policy_arn=policy.arn,
             opts=pulumi.ResourceOptions(parent=self),
         )
         return role

@@ -134,6 +134,9 @@ class Cluster(pulumi.ComponentResource):
     node_group: aws.eks.NodeGroup
     pod_identity_agent: aws.eks.Addon
     secrets_key_arn: pulumi.Output[str]
+    # What RuntimeSecurity waits for (components/existing_cluster.py exposes the same).
+    runtime_dependencies: list[pulumi.Resource]
+    enabled_log_types: list[str]
 
     def __init__(
         self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
@@ -281,6 +284,8 @@ class Cluster(pulumi.ComponentResource):
         self.cluster_arn = self.eks_cluster.urn.apply(lambda _: arn)
         self.kubeconfig_json = pulumi.Output.secret(self.eks_cluster.kubeconfig_json)
         self.secrets_key_arn = key.arn
+        self.runtime_dependencies = [self.eks_cluster, self.node_group, self.pod_identity_agent]
+        self.enabled_log_types = list(CONTROL_PLANE_LOG_TYPES)
         self.register_outputs(
             {
                 "cluster_name": self.cluster_name,

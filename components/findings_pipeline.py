@@ -1,9 +1,10 @@
 """FindingsPipeline: Falco alert log group -> subscription filter -> Lambda -> Security Hub.
 
-One per region stack. Everything at rest is encrypted with one customer-managed KMS key: the
-Falco alert log group, the function's own log group, the on-failure queue and the alarm topic.
-Each service that needs the key gets exactly the statement it needs in the key policy (logs,
-CloudWatch alarms) or in the function role's policy (SQS, through the role); see `key_policy`.
+One per region stack. Everything at rest is encrypted with customer-managed KMS keys, each
+granting only what its users need: the pipeline key encrypts the Falco alert log group, the
+function's own log group and the on-failure queue (CloudWatch Logs through the key policy, SQS
+through the function role's policy; see `key_policy`); the alarm topic has a key of its own, the
+only one CloudWatch alarms may use (`alarm_key_policy`), so alarms can never decrypt alert data.
 
 IAM and resource policies are built by the pure functions in this module (plain `str` arguments,
 `dict` result) so tests read back exactly what a reviewer would see in `pulumi preview --diff`.
@@ -124,18 +125,15 @@ def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:
 # Policy documents (pure)
 # --------------------------------------------------------------------------------------------
 def key_policy(partition: str, region: str, account_id: str, log_group_names: list[str]) -> dict:
-    """Key policy for the pipeline's KMS key.
+    """Key policy for the pipeline's KMS key (alert and function logs, on-failure queue).
 
     - The account-root statement keeps the key manageable and lets IAM policies grant its use
       (that is how the function role gets kms:GenerateDataKey/Decrypt for the SQS queue, and how an
       operator re-driving the queue gets kms:Decrypt); without it the key could become unmanageable.
     - CloudWatch Logs may use it only for this stack's log groups: the encryption-context condition
       names each group's exact ARN, so no other log group (in this or any account) can use the key.
-    - CloudWatch alarms publish to the KMS-encrypted alarm topic as `cloudwatch.amazonaws.com`,
-      which needs kms:GenerateDataKey*/Decrypt in the key policy. AWS documents no usable condition
-      for this caller (kms:CallerAccount, for one, makes delivery fail); the topic policy is what
-      restricts publishing to this account's alarms.
-    In a key policy, "Resource": "*" means "this key".
+    No service principal besides CloudWatch Logs: alarms publish with their own key
+    (`alarm_key_policy`). In a key policy, "Resource": "*" means "this key".
     """
     return {
         "Version": "2012-10-17",
@@ -148,6 +146,22 @@ def key_policy(partition: str, region: str, account_id: str, log_group_names: li
                 log_group_names,
                 "CloudWatchLogsForThisStacksLogGroups",
             ),
+        ],
+    }
+
+
+def alarm_key_policy(partition: str, account_id: str) -> dict:
+    """Key policy for the alarm topic's own KMS key: the account root, and CloudWatch alarms.
+
+    CloudWatch alarms publish to the KMS-encrypted topic as `cloudwatch.amazonaws.com`, which needs
+    kms:GenerateDataKey*/Decrypt in the key policy. AWS documents no usable condition for this
+    caller (kms:CallerAccount, for one, makes delivery fail); the topic policy is what restricts
+    publishing to this account's alarms, and this key encrypts nothing but alarm notifications.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            account_root_statement(partition, account_id, "AccountRootManagesKeyAndDelegatesToIam"),
             {
                 "Sid": "CloudWatchAlarmsPublishToEncryptedTopic",
                 "Effect": "Allow",
@@ -288,11 +302,13 @@ class FindingsPipeline(pulumi.ComponentResource):
     kms_key_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
     log_group_arn: pulumi.Output[str]
+    function_log_group_name: pulumi.Output[str]
     function_name: pulumi.Output[str]
     function_arn: pulumi.Output[str]
     dead_letter_queue_url: pulumi.Output[str]
     dead_letter_queue_arn: pulumi.Output[str]
     alarm_topic_arn: pulumi.Output[str]
+    alarm_key_arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FindingsPipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -310,7 +326,7 @@ class FindingsPipeline(pulumi.ComponentResource):
         # ARN waits for a key whose policy already lets CloudWatch Logs use it.
         self._key = aws.kms.Key(
             f"{name}-key",
-            description=f"Falco findings pipeline for {args.cluster_name}: logs, queue, alarms",
+            description=f"Falco findings pipeline for {args.cluster_name}: logs and queue",
             enable_key_rotation=True,
             deletion_window_in_days=30,
             policy=_json(
@@ -361,12 +377,21 @@ class FindingsPipeline(pulumi.ComponentResource):
             tags=tags,
             opts=after_key,
         )
+        self._alarm_key = aws.kms.Key(
+            f"{name}-alarms-key",
+            description=f"Falco findings pipeline for {args.cluster_name}: alarm notifications",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=_json(alarm_key_policy(args.partition, args.account_id)),
+            tags=tags,
+            opts=child,
+        )
         self._alarm_topic = aws.sns.Topic(
             f"{name}-alarms",
             name=f"{function_name}-alarms",
-            kms_master_key_id=self._key.arn,
+            kms_master_key_id=self._alarm_key.arn,
             tags=tags,
-            opts=after_key,
+            opts=child,
         )
         aws.sns.TopicPolicy(
             f"{name}-alarms-policy",
@@ -493,14 +518,18 @@ class FindingsPipeline(pulumi.ComponentResource):
             opts=child,
         )
         # CloudWatch Logs test-invokes the destination when the filter is created: the permission
-        # must already be in place, or the filter creation fails.
+        # must already be in place, or the filter creation fails. The retry and on-failure
+        # configuration too: an alert delivered before it exists would get Lambda's defaults
+        # (kept no longer than Lambda's own queue, no on-failure queue) and could be lost.
         self._subscription = aws.cloudwatch.LogSubscriptionFilter(
             f"{name}-subscription",
             name=f"{function_name}-subscription",
             log_group=self._alert_log_group.name,
             filter_pattern=FILTER_PATTERN,
             destination_arn=self._function.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self._permission]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self._permission, self._event_invoke_config]
+            ),
         )
 
         # -- alarms -------------------------------------------------------------------------
@@ -509,11 +538,13 @@ class FindingsPipeline(pulumi.ComponentResource):
         self.kms_key_arn = self._key.arn
         self.log_group_name = self._alert_log_group.name
         self.log_group_arn = self._alert_log_group.arn
+        self.function_log_group_name = self._function_log_group.name
         self.function_name = self._function.name
         self.function_arn = self._function.arn
         self.dead_letter_queue_url = self._failed_events.url
         self.dead_letter_queue_arn = self._failed_events.arn
         self.alarm_topic_arn = self._alarm_topic.arn
+        self.alarm_key_arn = self._alarm_key.arn
         self.register_outputs(
             {
                 "kms_key_arn": self.kms_key_arn,
@@ -524,6 +555,8 @@ class FindingsPipeline(pulumi.ComponentResource):
                 "dead_letter_queue_url": self.dead_letter_queue_url,
                 "dead_letter_queue_arn": self.dead_letter_queue_arn,
                 "alarm_topic_arn": self.alarm_topic_arn,
+                "alarm_key_arn": self.alarm_key_arn,
+                "function_log_group_name": self.function_log_group_name,
             }
         )
 

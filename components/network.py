@@ -17,6 +17,10 @@ import pulumi_aws as aws
 
 from components.key_policy import account_root_statement, cloudwatch_logs_statement
 
+# Zone IDs where EKS refuses control-plane subnets (UnsupportedAvailabilityZoneException), per
+# the EKS user guide's subnet requirements.
+EKS_UNSUPPORTED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
+
 NAT_PER_AZ = "perAz"
 NAT_SINGLE = "single"
 
@@ -242,9 +246,12 @@ class Network(pulumi.ComponentResource):
         )
 
     def _first_zones(self, count: int) -> list[str]:
-        # Opt-in zones (Local Zones, Wavelength) lack the services EKS nodes need; skip them.
+        # Opt-in zones (Local Zones, Wavelength) lack the services EKS nodes need; skip them, and
+        # the zones EKS refuses cluster subnets in. Those are zone IDs: which *name* (us-east-1a)
+        # maps to them differs per account, so they are excluded by ID.
         available = aws.get_availability_zones(
             state="available",
+            exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
             filters=[
                 aws.GetAvailabilityZonesFilterArgs(
                     name="opt-in-status", values=["opt-in-not-required"]
@@ -255,7 +262,7 @@ class Network(pulumi.ComponentResource):
         if len(available.names) < count:
             raise ValueError(
                 f"availabilityZoneCount is {count} but the region has only "
-                f"{len(available.names)} available zones: {', '.join(available.names)}"
+                f"{len(available.names)} available zones EKS accepts: {', '.join(available.names)}"
             )
         return list(available.names[:count])
 

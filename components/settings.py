@@ -60,6 +60,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-
 _IAM_PRINCIPAL = re.compile(
     r"arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}"
 )
+_PERMISSION_SET_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,32}")
 _IAM_ROOT = re.compile(r"arn:aws(-cn|-us-gov)?:iam::\d{12}:root")
 _PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -305,6 +306,23 @@ class Settings:
         "`true` or `false`",
     )
     # -- cluster ---------------------------------------------------------------------------
+    existing_cluster_name: str | None = setting(
+        "",
+        "An EKS cluster in the stack's region to monitor; empty means the stack creates its own "
+        "VPC and cluster. When set, the network, cluster and endpoint settings do not apply and "
+        "the cluster is named what it is named.",
+        "empty, or the name of an existing EKS cluster (letters, digits, `-` and `_`); not with "
+        "`clusterName`",
+        _empty_or(_matches(_CLUSTER_NAME, "not a valid EKS cluster name")),
+        convert=_optional,
+    )
+    install_pod_identity_agent: bool = setting(
+        False,
+        "With `existingClusterName`: install the `eks-pod-identity-agent` add-on (only on a "
+        "cluster that lacks it; `pulumi destroy` removes it). A cluster the stack creates always "
+        "has it.",
+        "`true` or `false`; `true` only with `existingClusterName`",
+    )
     cluster_name: str = setting(
         "",
         "EKS cluster name; empty means `falco-<region>`.",
@@ -490,6 +508,14 @@ class Settings:
         "IAM role, user or account-root ARNs, no duplicates",
         _each(_principal(allow_root=True)),
     )
+    triage_permission_sets: tuple[str, ...] = setting(
+        (),
+        "IAM Identity Center permission sets whose users may assume the home region's "
+        "findings-triage role (MFA is enforced at sign-in); or attach the "
+        "`falco-findings-triage` policy to a permission set directly.",
+        "permission set names (letters, digits and `+=,.@-_`, at most 32), no duplicates",
+        _each(_matches(_PERMISSION_SET_NAME, "not a permission set name")),
+    )
     member_accounts: tuple[MemberAccount, ...] = setting(
         (),
         "Security Hub member accounts the home region invites, each as `<account-id>:<e-mail>`.",
@@ -597,8 +623,15 @@ def _cross_checks(v: Mapping[str, Any], region: str) -> Iterator[tuple[str, str]
     sizes = {"node_desired_size", "node_max_size"} <= v.keys()
     if sizes and v["node_max_size"] < v["node_desired_size"]:
         yield "node_max_size", f"below nodeDesiredSize ({v['node_desired_size']})"
+    existing = v.get("existing_cluster_name")
+    if existing and v.get("cluster_name"):
+        yield "cluster_name", "set with existingClusterName; drop it (the cluster keeps its name)"
+    if v.get("install_pod_identity_agent") and not existing:
+        yield "install_pod_identity_agent", "the cluster the stack creates has the agent already"
     keys = {"endpoint_public_access", "public_access_cidrs", "allow_public_endpoint_from_anywhere"}
-    if keys <= v.keys():
+    # The endpoint settings shape the cluster the stack creates; an existing one keeps its own
+    # (and with an unusable existingClusterName, which mode is meant is unknown: no guess).
+    if keys <= v.keys() and "existing_cluster_name" in v and not existing:
         cidrs = v["public_access_cidrs"]
         if not v["endpoint_public_access"] and cidrs:
             yield "public_access_cidrs", "set while endpointPublicAccess is false (ignored)"
@@ -611,10 +644,11 @@ def _cross_checks(v: Mapping[str, Any], region: str) -> Iterator[tuple[str, str]
                 "allowPublicEndpointFromAnywhere to true to mean it",
             )
     if "cluster_name" in v:
-        function_name = function_name_for(v["cluster_name"] or f"falco-{region}")
+        key = "existing_cluster_name" if existing else "cluster_name"
+        function_name = function_name_for(existing or v["cluster_name"] or f"falco-{region}")
         if len(function_name) > MAX_FUNCTION_NAME_LENGTH:
             yield (
-                "cluster_name",
+                key,
                 f"too long for the findings function name {function_name!r} (Lambda allows "
                 f"{MAX_FUNCTION_NAME_LENGTH} characters)",
             )
@@ -705,7 +739,12 @@ def load_settings(
         spec.attr: spec.convert(values[spec.attr]) if spec.convert else values[spec.attr]
         for spec in SETTINGS
     }
-    typed["cluster_name"] = typed["cluster_name"] or f"falco-{region}"
+    # An existing cluster is named what it is named: the log group and function follow it.
+    typed["cluster_name"] = (
+        typed["existing_cluster_name"] or typed["cluster_name"] or f"falco-{region}"
+    )
+    if typed["existing_cluster_name"]:
+        typed["public_access_cidrs"] = ()
     return Settings(stack_name=stack_name, region=region, falco_custom_rules=custom_rules, **typed)
 
 

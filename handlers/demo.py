@@ -4,12 +4,14 @@ What it does, in order:
 
 1. Fake credentials and an in-process moto (no network, nothing real can be reached); Security
    Hub enabled in us-east-1 and eu-west-1 (real AWS refuses imports before that).
-2. Reads ``demo/falco-alerts.jsonl``: Fluent Bit records from two clusters, one per Region, in
-   the shapes Fluent Bit produces (the alert as a JSON string in ``log`` with aws and kubernetes
-   metadata; the alert object under the merge key ``data``; the raw Falco line), plus a Falco
-   startup banner, a Falco internal event, alerts below ``MIN_PRIORITY`` and a truncated line.
-   A record goes to the Region of its ``cluster_name``; records that name no cluster go to the
-   first Region, whose function's ``CLUSTER_NAME`` names them.
+2. Reads ``demo/falco-alerts.jsonl``: what this program's Fluent Bit writes to the log group
+   ``/falco/<cluster>/alerts`` of two clusters (``falco-us-east-1``, ``falco-eu-west-1``), one
+   per Region: the alert as a JSON string in ``log``, ``cluster_name`` and ``kubernetes.host``
+   beside it (components/runtime_security.py, ``fluent_bit_pipeline``). The clusters run Falco
+   with ``falcoMinimumPriority: Debug`` so everything reaches the log group; the mix holds a Falco
+   internal event, an alert below ``MIN_PRIORITY`` (findingsMinimumPriority) and a line cut
+   short. A record goes to the Region of its ``cluster_name``; records that name no cluster go
+   to the first Region, whose function's ``CLUSTER_NAME`` names them.
 3. Wraps each Region's records in one CloudWatch Logs subscription event (gzip + base64) and
    calls ``handlers.ingest.handler`` with a Lambda context for that Region, ``MIN_PRIORITY=Notice``.
 4. Delivers the same event again (CloudWatch Logs and Lambda both re-deliver) and shows that the
@@ -48,10 +50,15 @@ class Site:
 
     @property
     def log_group(self) -> str:
-        return f"/aws/containerinsights/{self.cluster_name}/falco"
+        return f"/falco/{self.cluster_name}/alerts"
+
+    @property
+    def function_name(self) -> str:
+        return f"{self.cluster_name}-falco-findings"
 
 
-SITES = (Site("us-east-1", "shop-prod-use1"), Site("eu-west-1", "shop-prod-euw1"))
+# The program's default cluster names (clusterName empty: falco-<region>).
+SITES = (Site("us-east-1", "falco-us-east-1"), Site("eu-west-1", "falco-eu-west-1"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +78,9 @@ def subscription_event(site: Site, messages: Sequence[str], first_id: int) -> di
         "messageType": "DATA_MESSAGE",
         "owner": ACCOUNT_ID,
         "logGroup": site.log_group,
-        "logStream": "fluentbit-kube.var.log.containers.falco",
-        "subscriptionFilters": ["falco-alerts"],
+        # Fluent Bit writes one stream per node, "<node name>/falco".
+        "logStream": "ip-10-20-1-37.ec2.internal/falco",
+        "subscriptionFilters": [f"{site.function_name}-subscription"],
         "logEvents": [
             {"id": f"{first_id + n:056d}", "timestamp": timestamp_ms + n, "message": message}
             for n, message in enumerate(messages)
@@ -200,8 +208,9 @@ def main(*, verbose: bool = False) -> int:
             os.environ["CLUSTER_NAME"] = site.cluster_name
             context = DemoContext(
                 invoked_function_arn=(
-                    f"arn:aws:lambda:{site.region}:{ACCOUNT_ID}:function:falco-findings"
-                )
+                    f"arn:aws:lambda:{site.region}:{ACCOUNT_ID}:function:{site.function_name}"
+                ),
+                function_name=site.function_name,
             )
             event = subscription_event(site, messages, first_id)
             first_id += len(messages)

@@ -32,6 +32,7 @@ from pulumi.runtime.proto import resource_pb2
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
+ORGANIZATION = "organization"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,49 @@ class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[RecordedResource] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     stack_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # EKS clusters that exist before the program runs (existingClusterName), by name, as
+    # DescribeCluster would show them; and the (cluster, principal ARN) pairs with access entries.
+    eks_clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    access_entries: set[tuple[str, str]] = field(default_factory=set)
+    # This account's zone name -> zone ID map for the region (default: a, b, c; none EKS refuses).
+    availability_zones: dict[str, str] = field(default_factory=dict)
+
+    def add_eks_cluster(
+        self,
+        name: str,
+        *,
+        authentication_mode: str = "API_AND_CONFIG_MAP",
+        status: str = "ACTIVE",
+        public_endpoint: bool = True,
+    ) -> dict[str, Any]:
+        """An existing cluster in the mocks' region; returns getCluster's answer for it."""
+        arn = f"arn:aws:eks:{self.region}:{ACCOUNT_ID}:cluster/{name}"
+        self.eks_clusters[name] = {
+            "id": name,
+            "name": name,
+            "arn": arn,
+            "status": status,
+            "version": "1.33",
+            "endpoint": f"https://{name.upper()}.gr7.{self.region}.eks.amazonaws.com",
+            "certificateAuthorities": [{"data": "TU9DSy1DQQ=="}],
+            "accessConfigs": [
+                {
+                    "authenticationMode": authentication_mode,
+                    "bootstrapClusterCreatorAdminPermissions": True,
+                }
+            ],
+            "vpcConfig": {
+                "endpointPublicAccess": public_endpoint,
+                "endpointPrivateAccess": True,
+                "publicAccessCidrs": ["198.18.0.0/24"],
+                "subnetIds": ["subnet-existing-a", "subnet-existing-b"],
+                "vpcId": "vpc-existing",
+            },
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/MOCK"}]}
+            ],
+        }
+        return self.eks_clusters[name]
 
     # -- engine callbacks ------------------------------------------------------------------
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -84,7 +128,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         )
         return resource_id, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[str, str]]]:
         self.calls.append((args.token, dict(args.args)))
         region = args.args.get("region") or self.region
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -103,8 +149,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "id": "aws",
             }
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{region}{suffix}" for suffix in "abc"]
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(3)]}
+            # Zone names map to zone IDs per account; EC2 drops the excluded IDs.
+            zones = self.availability_zones or {
+                f"{region}{suffix}": f"{region[:2]}{region.split('-')[1][0]}{region[-1]}-az{i}"
+                for i, suffix in enumerate("abc", start=4)
+            }
+            excluded = set(args.args.get("excludeZoneIds") or [])
+            kept = {name: zone_id for name, zone_id in zones.items() if zone_id not in excluded}
+            return {"names": list(kept), "zoneIds": list(kept.values())}
         if args.token == "aws:ssm/getParameter:getParameter":
             name = str(args.args["name"])
             if name.startswith("/aws/service/powertools/python/"):
@@ -115,6 +167,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     f"{runtime.replace('.', '')}-{arch}:99"
                 )
                 return {"name": name, "value": value, "insecureValue": value, "type": "String"}
+        if args.token == "aws:eks/getCluster:getCluster":
+            name = str(args.args["name"])
+            if name not in self.eks_clusters:
+                # A failed invoke, as the engine reports a provider's error (the program sees an
+                # exception from the data source), with what EKS answers for an unknown name.
+                return {}, [("name", f"ResourceNotFoundException: No cluster found for {name}.")]
+            return self.eks_clusters[name]
+        if args.token == "aws:iam/getSessionContext:getSessionContext":
+            arn = str(args.args["arn"])
+            # arn:aws:sts::<acct>:assumed-role/<role>/<session> -> arn:aws:iam::<acct>:role/<role>
+            issuer = arn
+            if ":assumed-role/" in arn:
+                role = arn.split(":assumed-role/", 1)[1].split("/")[0]
+                issuer = f"arn:aws:iam::{ACCOUNT_ID}:role/{role}"
+            return {"arn": arn, "issuerArn": issuer, "id": arn}
+        if args.token == "aws:eks/getAccessEntry:getAccessEntry":
+            key = (str(args.args["clusterName"]), str(args.args["principalArn"]))
+            if key not in self.access_entries:
+                return {}, [("principalArn", "ResourceNotFoundException: no such access entry")]
+            return {"clusterName": key[0], "principalArn": key[1], "id": ":".join(key)}
         # Anything else is a data source the program should not depend on in tests: say so.
         raise NotImplementedError(f"mock has no answer for data source {args.token}")
 
@@ -252,6 +324,8 @@ def configure_pulumi_mocks(
         recording,
         project=project,
         stack=stack,
+        # What a self-managed (S3, local) backend calls every organization.
+        organization=ORGANIZATION,
         preview=False,
         monitor=ResourceReferenceFreeMonitor(recording),
     )

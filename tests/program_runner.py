@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import runpy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
-from conftest import RecordingMocks, configure_pulumi_mocks
+from conftest import ORGANIZATION, RecordingMocks, configure_pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 
 from handlers.names import PROJECT
@@ -86,11 +87,38 @@ class ProgramRun:
     dependencies: dict[str, set[str]] = field(default_factory=dict)
 
 
-def run_program(stack_file: Path, config_overrides: dict[str, Any] | None = None) -> ProgramRun:
-    config = {**stack_config(stack_file), **(config_overrides or {})}
-    mocks = configure_pulumi_mocks(
-        stack=stack_name(stack_file), region=config["aws:region"], config=config
+def home_stack_exports(config: dict[str, Any]) -> dict[str, Any]:
+    """What the home region's stack exports for linked stacks, given the same settings."""
+    return {
+        "homeRegion": config.get(f"{PROJECT}:homeRegion", "us-east-1"),
+        "linkedRegions": list(config.get(f"{PROJECT}:linkedRegions", [])),
+    }
+
+
+def run_program(
+    stack: Path | str,
+    config_overrides: dict[str, Any] | None = None,
+    *,
+    home_exports: dict[str, Any] | None = None,
+    prepare: Callable[[RecordingMocks], None] | None = None,
+    config: dict[str, Any] | None = None,
+) -> ProgramRun:
+    """Run the program for a stack file, or for a stack name whose whole ``config`` is given
+    (a stack that has no file here). A linked stack's StackReference to the home stack answers
+    ``home_exports`` (default: what a home stack with the same settings exports); ``prepare``
+    adds what exists before the run (an existing cluster, access entries)."""
+    name = stack_name(stack) if isinstance(stack, Path) else stack
+    if config is None:
+        assert isinstance(stack, Path), "a stack without a file needs its whole config"
+        config = stack_config(stack)
+    config = {**config, **(config_overrides or {})}
+    mocks = configure_pulumi_mocks(stack=name, region=config["aws:region"], config=config)
+    home = config.get(f"{PROJECT}:homeRegion", "us-east-1")
+    mocks.stack_outputs[f"{ORGANIZATION}/{PROJECT}/{home}"] = (
+        home_stack_exports(config) if home_exports is None else home_exports
     )
+    if prepare:
+        prepare(mocks)
     run = ProgramRun(mocks=mocks, config=config, dependencies=record_dependencies())
 
     async def collect_outputs() -> None:

@@ -66,7 +66,7 @@ class Declared:
         return group
 
     def key_arn(self) -> str:
-        return self.one(KEY).outputs["arn"]
+        return self.one(KEY, "findings-key").outputs["arn"]
 
 
 def base_args(region: str = "us-east-1", **overrides: Any) -> FindingsPipelineArgs:
@@ -116,6 +116,8 @@ def declare_pipeline(
                 "dead_letter_queue_url",
                 "dead_letter_queue_arn",
                 "alarm_topic_arn",
+                "alarm_key_arn",
+                "function_log_group_name",
             )
         }
         return pulumi.Output.all(**outputs).apply(declared.outputs.update)
@@ -150,7 +152,7 @@ def by_sid(document: dict[str, Any], sid: str) -> dict[str, Any]:
 
 # -- encryption --------------------------------------------------------------------------------
 def test_key_rotates_and_has_an_alias(declared: Declared) -> None:
-    key = declared.one(KEY)
+    key = declared.one(KEY, "findings-key")
     assert key.inputs["enableKeyRotation"] is True
     alias = declared.one("aws:kms/alias:Alias")
     assert alias.inputs["name"] == f"alias/{FUNCTION_NAME}"
@@ -158,7 +160,7 @@ def test_key_rotates_and_has_an_alias(declared: Declared) -> None:
 
 
 def test_key_policy_keeps_the_account_root_statement(declared: Declared) -> None:
-    policy = declared.one(KEY).policy()
+    policy = declared.one(KEY, "findings-key").policy()
     root = by_sid(policy, "AccountRootManagesKeyAndDelegatesToIam")
     assert root["Effect"] == "Allow"
     assert root["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
@@ -170,7 +172,7 @@ def test_logs_may_use_the_key_only_for_this_stacks_log_groups(
     pulumi_mocks: RecordingMocks, region: str
 ) -> None:
     mocks = configure_pulumi_mocks(region=region, stack=region)
-    policy = declare_pipeline(mocks, region=region).one(KEY).policy()
+    policy = declare_pipeline(mocks, region=region).one(KEY, "findings-key").policy()
     [logs] = [s for s in statements(policy) if s["Principal"].get("Service", "").startswith("logs")]
     assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}
     assert sorted(logs["Action"]) == sorted(
@@ -190,15 +192,22 @@ def test_logs_may_use_the_key_only_for_this_stacks_log_groups(
     )
 
 
-def test_cloudwatch_alarms_may_use_the_key_for_the_encrypted_topic(declared: Declared) -> None:
-    statement = by_sid(declared.one(KEY).policy(), "CloudWatchAlarmsPublishToEncryptedTopic")
+def test_cloudwatch_alarms_may_use_only_the_alarm_topics_own_key(declared: Declared) -> None:
+    alarm_key = declared.one(KEY, "findings-alarms-key").policy()
+    statement = by_sid(alarm_key, "CloudWatchAlarmsPublishToEncryptedTopic")
     assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
     assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # The key that encrypts Falco's alerts: no CloudWatch alarms, so no decrypting alert data.
+    principals = [
+        s.get("Principal") for s in statements(declared.one(KEY, "findings-key").policy())
+    ]
+    assert {"Service": "cloudwatch.amazonaws.com"} not in principals
 
 
-def test_key_policy_grants_services_nothing_else(declared: Declared) -> None:
-    policy = declared.one(KEY).policy()
-    assert len(statements(policy)) == 3
+def test_key_policies_grant_services_nothing_else(declared: Declared) -> None:
+    policy = declared.one(KEY, "findings-key").policy()
+    assert len(statements(policy)) == 2
+    assert len(statements(declared.one(KEY, "findings-alarms-key").policy())) == 2
     assert all(s["Effect"] == "Allow" for s in statements(policy))
 
 
@@ -216,7 +225,7 @@ def test_log_groups_wait_for_the_key_and_its_policy(declared: Declared, group_na
     # The key policy is part of the key (set at CreateKey): waiting for the key is waiting for it.
     group = declared.log_group(group_name)
     assert "findings-key" in declared.dependencies[group.name]
-    assert "policy" in declared.one(KEY).inputs
+    assert "policy" in declared.one(KEY, "findings-key").inputs
 
 
 def test_on_failure_queue_is_encrypted_with_the_key_and_keeps_events_14_days(
@@ -228,8 +237,10 @@ def test_on_failure_queue_is_encrypted_with_the_key_and_keeps_events_14_days(
     assert not queue.inputs.get("sqsManagedSseEnabled")
 
 
-def test_alarm_topic_is_encrypted_with_the_key(declared: Declared) -> None:
-    assert declared.one(TOPIC).inputs["kmsMasterKeyId"] == declared.key_arn()
+def test_alarm_topic_is_encrypted_with_its_own_key(declared: Declared) -> None:
+    alarm_key = declared.one(KEY, "findings-alarms-key")
+    assert declared.one(TOPIC).inputs["kmsMasterKeyId"] == alarm_key.outputs["arn"]
+    assert alarm_key.inputs["enableKeyRotation"] is True
 
 
 # -- the function ------------------------------------------------------------------------------
@@ -430,6 +441,13 @@ def test_subscription_filter_is_created_after_the_invoke_permission(declared: De
     assert "findings-invoke-from-logs" in declared.dependencies["findings-subscription"]
 
 
+def test_subscription_filter_is_created_after_the_on_failure_configuration(
+    declared: Declared,
+) -> None:
+    # Otherwise the first alerts could arrive while Lambda has no on-failure queue for them.
+    assert "findings-async" in declared.dependencies["findings-subscription"]
+
+
 def test_subscription_sends_the_alert_group_to_the_function(declared: Declared) -> None:
     subscription = declared.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
     assert subscription.inputs["logGroup"] == ALERT_GROUP
@@ -579,6 +597,8 @@ def test_outputs_name_what_callers_and_a_redrive_tool_need(declared: Declared) -
         "dead_letter_queue_url": queue.outputs["url"],
         "dead_letter_queue_arn": queue.outputs["arn"],
         "alarm_topic_arn": declared.one(TOPIC).outputs["arn"],
+        "alarm_key_arn": declared.one(KEY, "findings-alarms-key").outputs["arn"],
+        "function_log_group_name": FUNCTION_GROUP,
     }
 
 

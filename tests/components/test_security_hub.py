@@ -28,7 +28,7 @@ INSIGHT = "aws:securityhub/insight:Insight"
 MEMBER = "aws:securityhub/member:Member"
 ADMIN = "aws:securityhub/organizationAdminAccount:OrganizationAdminAccount"
 ROLE = "aws:iam/role:Role"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+POLICY = "aws:iam/policy:Policy"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 
 ANALYST = f"arn:aws:iam::{ACCOUNT_ID}:user/analyst"
@@ -86,6 +86,7 @@ def central_args(**overrides: Any) -> CentralHubArgs:
         account_id=ACCOUNT_ID,
         partition="aws",
         triage_principal_arns=(ONCALL, ANALYST),
+        triage_permission_sets=(),
         member_accounts=(),
         delegated_admin_account_id=None,
         hub=None,  # type: ignore[arg-type]  # filled in by declare_central
@@ -101,6 +102,7 @@ def declare_central(mocks: RecordingMocks, **overrides: Any) -> Declared:
         return {
             "aggregator_arn": hub.aggregator_arn,
             "triage_role_arn": hub.triage_role_arn,
+            "triage_policy_arn": hub.triage_policy_arn,
             "insight_arns": hub.insight_arns,
         }
 
@@ -146,7 +148,7 @@ def test_destroying_the_stack_leaves_security_hub_enabled(pulumi_mocks: Recordin
 
 
 # -- aggregation -------------------------------------------------------------------------------
-def test_aggregator_links_exactly_the_linked_regions(central: Declared) -> None:
+def test_aggregator_links_exactly_the_listed_regions(central: Declared) -> None:
     aggregator = central.one(AGGREGATOR)
     assert aggregator.inputs["linkingMode"] == "SPECIFIED_REGIONS"
     assert aggregator.inputs["specifiedRegions"] == ["eu-west-1"]
@@ -160,7 +162,8 @@ def test_aggregator_links_several_regions_in_a_stable_order(pulumi_mocks: Record
     assert "us-east-1" not in regions
 
 
-def test_aggregator_without_linked_regions_links_all(pulumi_mocks: RecordingMocks) -> None:
+def test_aggregator_without_a_list_links_every_region(pulumi_mocks: RecordingMocks) -> None:
+    # A region added later (a new stack file) is aggregated without an edit to the home stack.
     aggregator = declare_central(pulumi_mocks, linked_regions=()).one(AGGREGATOR)
     assert aggregator.inputs["linkingMode"] == "ALL_REGIONS"
     assert not aggregator.inputs.get("specifiedRegions")
@@ -247,14 +250,20 @@ def test_triage_sessions_are_short(central: Declared) -> None:
     assert central.outputs["triage_role_arn"] == central.one(ROLE).outputs["arn"]
 
 
-def test_triage_role_reads_security_hub_through_the_aws_managed_policy(central: Declared) -> None:
-    attachment = central.one(ATTACHMENT)
-    assert attachment.inputs["policyArn"] == "arn:aws:iam::aws:policy/AWSSecurityHubReadOnlyAccess"
-    assert attachment.inputs["role"] == central.one(ROLE).inputs["name"]
+def test_triage_role_reads_security_hub_and_triages_through_attached_policies(
+    central: Declared,
+) -> None:
+    attached = {a.inputs["policyArn"] for a in central.of_type(ATTACHMENT)}
+    assert attached == {
+        "arn:aws:iam::aws:policy/AWSSecurityHubReadOnlyAccess",
+        central.one(POLICY).outputs["arn"],
+    }
+    for attachment in central.of_type(ATTACHMENT):
+        assert attachment.inputs["role"] == central.one(ROLE).inputs["name"]
 
 
 def test_triage_role_may_only_update_findings_on_this_accounts_hubs(central: Declared) -> None:
-    policy = central.one(ROLE_POLICY).policy()
+    policy = central.one(POLICY).policy()
     hubs = sorted(
         f"arn:aws:securityhub:{region}:{ACCOUNT_ID}:hub/default"
         for region in ("us-east-1", "eu-west-1")
@@ -274,7 +283,7 @@ def test_triage_role_may_only_update_findings_on_this_accounts_hubs(central: Dec
 
 
 def test_triage_cannot_change_the_providers_severity_or_types(central: Declared) -> None:
-    policy = central.one(ROLE_POLICY).policy()
+    policy = central.one(POLICY).policy()
     denied = set()
     for statement in statements(policy):
         if statement["Effect"] == "Deny":
@@ -296,13 +305,14 @@ def test_triage_cannot_change_the_providers_severity_or_types(central: Declared)
 def test_no_triage_role_nobody_could_assume(pulumi_mocks: RecordingMocks) -> None:
     declared = declare_central(pulumi_mocks, triage_principal_arns=())
     assert declared.of_type(ROLE) == []
-    assert declared.of_type(ROLE_POLICY) == []
     assert declared.of_type(ATTACHMENT) == []
     assert declared.outputs["triage_role_arn"] is None
+    # The policy stays, for Identity Center permission sets to attach by name.
+    assert declared.one(POLICY).inputs["name"] == "falco-findings-triage"
 
 
 def test_trust_policy_refuses_an_empty_principal_list() -> None:
-    with pytest.raises(ValueError, match="at least one principal"):
+    with pytest.raises(ValueError, match="at least one principal or permission set"):
         central_hub.triage_trust_policy([])
 
 

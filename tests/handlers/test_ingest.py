@@ -198,7 +198,7 @@ def test_the_demo_mix_lands_within_asff_limits(hub: Any) -> None:
     lines = [line for line in DEMO_FILE.read_text().splitlines() if line.strip()]
     summary = ingest.handler(log_records(lines), FakeLambdaContext())
     assert summary["failed"] == 0
-    assert len(stored_findings(REGION)) == summary["imported"] > 10  # limits checked by hub
+    assert len(stored_findings(REGION)) == summary["imported"] >= 9  # limits checked by hub
 
 
 # --- faults -----------------------------------------------------------------------------------
