@@ -17,10 +17,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(PY) -m handlers demo
 
-## test: lint, then the whole test suite (handler against moto, program under Pulumi mocks)
+## test: lint, the whole test suite (handler against moto, program under Pulumi mocks, policy
+## pack), then the GitHub workflows against GitHub's schema and zizmor's audit (both offline)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
