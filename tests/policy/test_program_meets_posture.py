@@ -15,6 +15,7 @@ import yaml
 from program_runner import PROJECT, PROJECT_DIR, ProgramRun, run_program
 
 from components.runtime_security import FALCO_RULES_VERSION, falco_rules_refs
+from policy.ci_stacks import stacks
 from policy.posture import RESOURCE_POLICIES, STACK_POLICIES, Resource
 from policy.stack_config import pack_config
 
@@ -120,3 +121,24 @@ def test_falco_installs_exactly_the_pinned_rules(stack_run: tuple[str, ProgramRu
 def test_a_floating_rules_version_is_refused(version: str) -> None:
     with pytest.raises(ValueError, match="exact version"):
         falco_rules_refs(version)
+
+
+def test_the_pack_passes_with_every_optional_resource_turned_on() -> None:
+    """Settings that add resources (alarm e-mail, triage role, standards, no public endpoint)."""
+    stack = stacks()[0]["stack"]  # the home region's: the triage role exists only there
+    settings = {
+        **OVERRIDES,
+        f"{PROJECT}:alarmEmail": "security@example.com",
+        f"{PROJECT}:triagePrincipalArns": ["arn:aws:iam::123456789012:role/triage"],
+        f"{PROJECT}:enableDefaultStandards": True,
+        f"{PROJECT}:natGateways": "single",
+    }
+    run = run_program(stack, settings)
+    assert run.mocks.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert any("triage" in r.name for r in run.mocks.of_type("aws:iam/role:Role"))
+    assert violations(run, policy_config(run, stack)) == []
+    private = run_program(
+        stack,
+        {f"{PROJECT}:endpointPublicAccess": False, f"{PROJECT}:publicAccessCidrs": []},
+    )
+    assert violations(private, policy_config(private, stack)) == []
