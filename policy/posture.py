@@ -553,6 +553,11 @@ def falco_rules_pinned(resource_type: str, props: Props, _config: Mapping[str, A
             violations.append(
                 f"falcoctl.config.artifact.{key}.refs {floating} are not exact versions"
             )
+    # The chart appends these plugin references to install.refs (its defaults are exact).
+    for collector in ("containerEngine", "kubernetes"):
+        ref = dig(values, "collectors", collector, "pluginRef")
+        if ref is not None and not _is_pinned_artifact(ref):
+            violations.append(f"collectors.{collector}.pluginRef {ref!r} is not an exact version")
     return violations
 
 

@@ -301,6 +301,18 @@ def test_a_floating_follow_reference_fails_even_while_follow_is_off() -> None:
     assert falco(values)
 
 
+def test_a_floating_plugin_reference_fails() -> None:
+    values = json.loads(json.dumps(PINNED_FALCO))
+    values["collectors"] = {
+        "containerEngine": {"pluginRef": "ghcr.io/falcosecurity/plugins/plugin/container:0.7.1"}
+    }
+    assert falco(values) == []
+    values["collectors"]["kubernetes"] = {
+        "pluginRef": "ghcr.io/falcosecurity/plugins/plugin/k8smeta:0"
+    }
+    assert any("collectors.kubernetes.pluginRef" in v for v in falco(values))
+
+
 def test_other_charts_are_not_falco() -> None:
     assert falco({}, chart="fluent-bit") == []
     assert falco({}, chart="falcosecurity/falco")
