@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The policy pack's own environment (pulumi-policy pins protobuf 5.x; policy/README.md).
+POLICY_VENV := policy/venv
+POLICY_STAMP := $(POLICY_VENV)/.installed
 
 .PHONY: demo test lint bench bench-instructions clean
 
@@ -13,14 +16,25 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+$(POLICY_STAMP): policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(POLICY_VENV)/bin/python -m pip install --quiet -r policy/requirements.txt
+	touch $(POLICY_STAMP)
+
 ## demo: replay bundled Falco alerts through the real handler into emulated Security Hub (moto)
 demo: $(STAMP)
 	$(PY) -m handlers demo
 
-## test: lint, then the whole test suite (handler against moto, program under Pulumi mocks)
-test: $(STAMP)
+## test: lint, the whole test suite (handler against moto, program under Pulumi mocks, policy
+## checks), the policy pack itself over gRPC, then the GitHub workflows against GitHub's schema
+## and zizmor's audit (both offline)
+test: $(STAMP) $(POLICY_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2
+	$(POLICY_VENV)/bin/python policy/smoke.py
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -35,4 +49,4 @@ bench-instructions: $(STAMP)
 	$(PY) bench/instruction_counts.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(POLICY_VENV) .pytest_cache .ruff_cache .hypothesis

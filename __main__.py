@@ -170,6 +170,7 @@ runtime = RuntimeSecurity(
         falco_minimum_priority=settings.falco_minimum_priority,
         # The syscall part only: an audit rule's append would stop the syscall Falco.
         falco_custom_rules=split_custom_rules(settings.falco_custom_rules).syscall,
+        falco_rules_version=settings.falco_rules_version,
         depends_on=cluster.runtime_dependencies,
         tags=tags,
     ),

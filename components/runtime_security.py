@@ -59,6 +59,10 @@ FLUENT_BIT_SERVICE_ACCOUNT = "fluent-bit"
 # are unverified until someone repeats that check.
 FALCO_CHART_VERSION = "9.1.0"  # Falco 0.44.1
 FLUENT_BIT_CHART_VERSION = "0.58.1"  # Fluent Bit 5.1.1
+# The falco-rules artifact falcoctl installs, exact: the chart's default ref (falco-rules:5) is a
+# floating major, and its follow sidecar would re-install newer rules every 168h. 5.1.0 is the
+# rules release Falco 0.44.1 itself bundles (falco cmake/modules/rules.cmake at 0.44.1).
+FALCO_RULES_VERSION = "5.1.0"
 
 # Extra `output_fields` on every syscall alert. The default rules (falco-rules 5.x) name the
 # process and user but not the pod, namespace or image; the container plugin resolves these from
@@ -138,6 +142,8 @@ class RuntimeSecurityArgs:
     falco_minimum_priority: str
     """Lowest rule priority Falco loads, as the settings give it: Emergency ... Debug."""
     falco_custom_rules: str | None
+    falco_rules_version: str
+    """Exact falco-rules artifact version falcoctl installs (rules change only with a commit)."""
     """A Falco rules file (YAML text) loaded after the default rules, or None."""
     depends_on: list[pulumi.Resource]
     """The cluster, its node group and the Pod Identity agent add-on."""
@@ -161,9 +167,33 @@ def falco_log_path(namespace: str = NAMESPACE) -> str:
     return f"/var/log/containers/{FALCO_RELEASE}-*_{namespace}_{FALCO_CONTAINER}-*.log"
 
 
-def falco_values(minimum_priority: str, custom_rules: str | None) -> dict[str, Any]:
+def falco_rules_refs(rules_version: str) -> list[str]:
+    """falcoctl's artifact references: the rules at the exact version settings validated."""
+    return [f"falco-rules:{rules_version}"]
+
+
+def falco_values(
+    minimum_priority: str,
+    custom_rules: str | None,
+    *,
+    rules_version: str = FALCO_RULES_VERSION,
+) -> dict[str, Any]:
     """Values for the falco chart: JSON alerts with tags and fields, on stdout only."""
+    refs = falco_rules_refs(rules_version)
     values: dict[str, Any] = {
+        # Rules change only with a commit: falcoctl installs the pinned artifacts once per pod
+        # start (init container) and no follow sidecar replaces them later. The container plugin
+        # ref the chart appends (collectors.containerEngine.pluginRef) is already exact.
+        "falcoctl": {
+            "artifact": {"follow": {"enabled": False}},
+            "config": {
+                "artifact": {
+                    "install": {"refs": refs},
+                    # Unused while follow is off; pinned too, so turning it on cannot float.
+                    "follow": {"refs": refs},
+                }
+            },
+        },
         "driver": {
             "enabled": True,
             # CO-RE probe built into Falco: nothing compiled or downloaded per kernel (EKS AL2023
@@ -449,7 +479,11 @@ class RuntimeSecurity(pulumi.ComponentResource):
         super().__init__(COMPONENT_TYPE, name, None, opts)
         falco_version = args.falco_chart_version
         fluent_bit_version = args.fluent_bit_chart_version
-        falco = falco_values(args.falco_minimum_priority, args.falco_custom_rules)
+        falco = falco_values(
+            args.falco_minimum_priority,
+            args.falco_custom_rules,
+            rules_version=args.falco_rules_version,
+        )
 
         provider = kubernetes.Provider(
             f"{name}-k8s",

@@ -33,6 +33,7 @@ import yaml
 from components.audit_detection import AUDIT_DETECTION_MODES
 from components.findings_pipeline import MAX_FUNCTION_NAME_LENGTH, function_name_for
 from components.network import NAT_PER_AZ, NAT_SINGLE
+from components.runtime_security import FALCO_RULES_VERSION
 from handlers.names import FALCO_PRIORITIES, PROJECT, parse_priority
 
 SettingType = Literal["string", "integer", "boolean", "array"]
@@ -421,6 +422,14 @@ class Settings:
         "Pinned version of the `fluent-bit` Helm chart (fluent/helm-charts).",
         "an exact version `x.y.z`, e.g. `0.58.1`",
         _matches(_EXACT_VERSION, "not an exact chart version"),
+    )
+    falco_rules_version: str = setting(
+        FALCO_RULES_VERSION,
+        "Exact version of the `falco-rules` artifact falcoctl installs (the rules Falco 0.44.1 "
+        "bundles). falcoctl's follow sidecar is off, so detection rules change only with a "
+        "commit that changes this.",
+        "an exact version `x.y.z` of falcosecurity/rules, e.g. `5.1.0`",
+        _matches(_EXACT_VERSION, "not an exact rules version"),
     )
     falco_minimum_priority: str = setting(
         "Notice",

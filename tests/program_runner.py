@@ -103,14 +103,17 @@ def run_program(
     prepare: Callable[[RecordingMocks], None] | None = None,
     config: dict[str, Any] | None = None,
 ) -> ProgramRun:
-    """Run the program for a stack file, or for a stack name whose whole ``config`` is given
-    (a stack that has no file here). A linked stack's StackReference to the home stack answers
-    ``home_exports`` (default: what a home stack with the same settings exports); ``prepare``
-    adds what exists before the run (an existing cluster, access entries)."""
+    """Run the program for a stack file, a shipped stack by name, or a stack name whose whole
+    ``config`` is given (a stack that has no file here). A linked stack's StackReference to the
+    home stack answers ``home_exports`` (default: what a home stack with the same settings
+    exports); ``prepare`` adds what exists before the run (an existing cluster, access entries).
+    """
     name = stack_name(stack) if isinstance(stack, Path) else stack
     if config is None:
-        assert isinstance(stack, Path), "a stack without a file needs its whole config"
-        config = stack_config(stack)
+        # A stack name without a config: the project's own (shipped) stack file of that name.
+        config = stack_config(
+            stack if isinstance(stack, Path) else PROJECT_DIR / f"Pulumi.{stack}.yaml"
+        )
     config = {**config, **(config_overrides or {})}
     mocks = configure_pulumi_mocks(stack=name, region=config["aws:region"], config=config)
     home = config.get(f"{PROJECT}:homeRegion", "us-east-1")

@@ -110,6 +110,7 @@ def deploy(
                 fluent_bit_chart_version=rs.FLUENT_BIT_CHART_VERSION,
                 falco_minimum_priority="Notice",
                 falco_custom_rules=None,
+                falco_rules_version=rs.FALCO_RULES_VERSION,
                 depends_on=[agent],
                 tags={"project": "falco-securityhub"},
             ),

@@ -18,7 +18,7 @@ import pytest
 from conftest import ACCOUNT_ID, DEFAULT_REGION, RecordedResource, ResourceReferenceFreeMonitor
 
 from components import runtime_security as rs
-from components.runtime_security import RuntimeSecurity, RuntimeSecurityArgs
+from components.runtime_security import FALCO_RULES_VERSION, RuntimeSecurity, RuntimeSecurityArgs
 
 CLUSTER = "falco-us-east-1"
 CLUSTER_ARN = f"arn:aws:eks:{DEFAULT_REGION}:{ACCOUNT_ID}:cluster/{CLUSTER}"
@@ -121,6 +121,7 @@ def deploy(
                 fluent_bit_chart_version=rs.FLUENT_BIT_CHART_VERSION,
                 falco_minimum_priority=priority,
                 falco_custom_rules=custom_rules,
+                falco_rules_version=FALCO_RULES_VERSION,
                 depends_on=[cluster, nodes, agent],
                 tags={"project": "falco-securityhub"},
             ),
