@@ -69,9 +69,9 @@ class Settings:
 def settings(cluster_name: str | None, min_priority: str | None) -> Settings:
     """Validated settings from the function's environment (parsed once per distinct value)."""
     try:
-        priority = findings.parse_priority(min_priority or "Debug")
+        priority = names.parse_priority(min_priority or "Debug")
     except ValueError:
-        allowed = ", ".join(findings.FALCO_PRIORITIES)
+        allowed = ", ".join(names.FALCO_PRIORITIES)
         raise ConfigurationError(
             f"MIN_PRIORITY={min_priority!r} is not a Falco priority; allowed (case-insensitive, "
             f"most to least severe): {allowed}"
@@ -153,8 +153,8 @@ def _map(
     """Coalesce and map to findings' Ids and JSON texts; if that fails, skip only the records
     that break it.
 
-    findings.py writes each finding's text directly (the text is what goes into the request),
-    and the handler keeps nothing else of it.
+    findings.py serializes each finding once; that text goes into the request, and the handler
+    keeps nothing else of it.
     """
     try:
         return list(findings.coalesce_texts(records, ctx))
