@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -81,10 +80,6 @@ def settings(cluster_name: str | None, min_priority: str | None) -> Settings:
 
 def settings_from_environment() -> Settings:
     return settings(os.environ.get("CLUSTER_NAME"), os.environ.get("MIN_PRIORITY"))
-
-
-# Backoff between rounds of re-sending FailedFindings (a module attribute so tests skip the wait).
-_retry_sleep = time.sleep
 
 
 @functools.cache
@@ -285,9 +280,7 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     found = _map(records, ctx, skipped) if records else []
     coalesced = len(records) - len(found)
     _log_findings(found)
-    result = securityhub.import_serialized(
-        securityhub_client(ctx.region), found, sleep=_retry_sleep
-    )
+    result = securityhub.import_serialized(securityhub_client(ctx.region), found)
     _emit_metrics(len(batch.events), skipped, coalesced, result)
     summary = _summary(
         len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced

@@ -318,7 +318,7 @@ def import_findings(
     findings: Sequence[dict[str, Any]],
     *,
     max_rounds: int = 4,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,  # time.sleep
 ) -> ImportResult:
     """Import every finding; re-send only those that failed with a retryable code.
 
@@ -336,7 +336,7 @@ def import_serialized(
     serialized: Iterable[Serialized],
     *,
     max_rounds: int = 4,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,  # time.sleep
 ) -> ImportResult:
     """:func:`import_findings` for findings already serialized (:func:`serialized` of each).
 
@@ -363,7 +363,7 @@ def import_serialized(
     max_rounds = max(1, max_rounds)
     for round_number in range(max_rounds):
         if round_number:
-            sleep(_backoff(round_number - 1))
+            (time.sleep if sleep is None else sleep)(_backoff(round_number - 1))
             result.retried += len(pending)
         retry: list[_Serialized] = []
         last_round = round_number == max_rounds - 1
