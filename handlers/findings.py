@@ -39,10 +39,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from handlers import asff, coalescing
 from handlers.alerts import AlertRecord, ObservedTime, Skip, falco_time_from_ns, observed_time
@@ -105,6 +105,15 @@ _NO_FIELDS: dict[str, Any] = {}
 # The aws filter's keys that describe the node, and where AwsEc2Instance details keep them.
 _INSTANCE_DETAIL_KEYS = ("ec2_instance_type", "ami_id", "vpc_id", "private_ip")
 _INSTANCE_DETAIL_FIELDS = ("Type", "ImageId", "VpcId", "IpV4Addresses")
+_CONTAINER_DETAIL_KEYS = (
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "container.start_ts",
+    "container.privileged",
+)
+_MISSING = object()
+_T = TypeVar("_T")
 # Fewer than 1,000 digits: prints well within a ProductFields value (and within the 4,300 digits
 # Python converts to text at most). Falco's nanosecond times have 19.
 _SHORT_INTEGER = 10**999
@@ -195,7 +204,7 @@ def _coalesced(
 class _Call:
     """What the findings of one call share: the context's parts, and the Ids made so far."""
 
-    __slots__ = ("cluster", "ctx", "ids", "log_fields", "product_arn")
+    __slots__ = ("built", "cluster", "ctx", "ids", "log_fields", "product_arn")
 
     def __init__(self, ctx: FindingContext) -> None:
         self.ctx = ctx
@@ -204,6 +213,20 @@ class _Call:
         log_fields = (("falco/log_group", ctx.log_group), ("falco/log_stream", ctx.log_stream))
         self.log_fields = {k: v for k, raw in log_fields if (v := _clean(raw))}
         self.ids: set[str] = set()
+        self.built: dict[tuple[Any, ...], Any] = {}
+
+    def once(self, build: Callable[..., _T], *args: Any) -> _T:
+        """``build(ctx, *args)``, worked out once per call: a batch comes from one Falco pod on
+        one node, so its findings share the node's and the cluster's resources and the images'
+        details (the same objects: findings are read-only once built)."""
+        key = (build, *args)
+        try:
+            known = self.built.get(key, _MISSING)
+        except TypeError:  # a list or object where Falco sends text: not kept
+            return build(self.ctx, *args)
+        if known is _MISSING:
+            known = self.built[key] = build(self.ctx, *args)
+        return known  # type: ignore[no-any-return]
 
     def unique_id(self, finding_id: str, record: AlertRecord, group_key: Any) -> str:
         """The finding's Id, made distinct from the Ids of the findings made before it."""
@@ -296,7 +319,7 @@ def _finding(
         "LastObservedAt": last.text,
         **_classification(alert, tag_types),  # type: ignore[typeddict-item]
         "Description": description,
-        "Resources": _resources(alert, ctx),
+        "Resources": _resources(alert, call),
         "ProductFields": _product_fields(
             alert, call, tags, first, last, occurrences, full_output=description_cut
         ),
@@ -505,9 +528,9 @@ def _description(alert: _Alert) -> tuple[str, bool]:
     return truncate(text, asff.MAX_DESCRIPTION_LENGTH), False
 
 
-def _resources(alert: _Alert, ctx: FindingContext) -> list[FindingResource]:
+def _resources(alert: _Alert, call: _Call) -> list[FindingResource]:
     """Primary first: the container or audit target, the node, the cluster."""
-    record, fields = alert.record, alert.fields
+    record, fields, ctx = alert.record, alert.fields, call.ctx
     cluster = alert.cluster or "-"
     resources: list[FindingResource] = []
     if alert.is_container:
@@ -518,7 +541,8 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[FindingResource]:
             ref = f"k8s/{cluster}/{namespace or '-'}/pods/{pod or '-'}/{name}"
         else:
             ref = f"container/{_clean(record.node_name) or alert.hostname or '-'}/{name}"
-        details = {"Container": _container(fields, name)}
+        image = tuple(fields.get(key) for key in _CONTAINER_DETAIL_KEYS)
+        details = call.once(_container_details, name, image, tuple(map(type, image)))
         resources.append(_resource("Container", ref, ctx, details))
     elif alert.is_audit:
         kind = _clean(fields.get("ka.target.resource"))
@@ -541,33 +565,48 @@ def _resources(alert: _Alert, ctx: FindingContext) -> list[FindingResource]:
     if alert.is_syscall:
         # The node the event happened on: for host alerts the subject, for containers the place
         # to cordon. Audit and cloud events happen in an API, not on Falco's node.
-        instance_id = _clean(record.instance_id)
-        node = _clean(record.node_name)
-        if instance_id:
-            aws = record.aws or _NO_FIELDS
-            arn, described = _instance(
-                ctx.partition,
-                ctx.region,
-                ctx.account_id,
-                instance_id,
-                tuple(map(aws.get, _INSTANCE_DETAIL_KEYS)),
-            )
-            instance = {k: [v] if k == "IpV4Addresses" else v for k, v in described}
-            details = {"AwsEc2Instance": instance} if instance else None
-            resources.append(_resource("AwsEc2Instance", arn, ctx, details))
-        elif node:
-            ref = f"k8s/{cluster}/-/nodes/{node}"
-            resources.append(_resource("Other", ref, ctx, {"Other": {"Node": node}}))
-
+        described = tuple(map((record.aws or _NO_FIELDS).get, _INSTANCE_DETAIL_KEYS))
+        node = call.once(_node, cluster, record.instance_id, record.node_name, described)
+        if node is not None:
+            resources.append(node)
     if alert.cluster:
-        arn = _cluster_arn(ctx.partition, ctx.region, ctx.account_id, alert.cluster)
-        details = {"AwsEksCluster": {"Name": alert.cluster, "Arn": arn}}
-        resources.append(_resource("AwsEksCluster", arn, ctx, details))
+        resources.append(call.once(_cluster, alert.cluster))
     if not resources:
         # ASFF wants at least one resource: name where the alert came from.
         ref = f"falco/{alert.source or 'syscall'}/{alert.hostname or '-'}"
         resources.append(_resource("Other", ref, ctx, None))
     return resources[: asff.MAX_RESOURCES]
+
+
+def _node(
+    ctx: FindingContext,
+    cluster: str,
+    instance_id: str | None,
+    node_name: str | None,
+    described: tuple[Any, ...],
+) -> FindingResource | None:
+    """The EC2 instance, with what the aws filter says of it; else the Kubernetes node."""
+    instance_id, node = _clean(instance_id), _clean(node_name)
+    if instance_id:
+        arn = f"arn:{ctx.partition}:ec2:{ctx.region}:{ctx.account_id}:instance/{instance_id}"
+        instance: dict[str, Any] = {}
+        for field, value in zip(_INSTANCE_DETAIL_FIELDS, described, strict=True):
+            if cleaned := _clean(value):
+                instance[field] = [cleaned] if field == "IpV4Addresses" else cleaned
+        details = {"AwsEc2Instance": instance} if instance else None
+        return _resource("AwsEc2Instance", arn, ctx, details)
+    if node:
+        ref = f"k8s/{cluster}/-/nodes/{node}"
+        return _resource("Other", ref, ctx, {"Other": {"Node": node}})
+    return None
+
+
+def _cluster(ctx: FindingContext, cluster: str) -> FindingResource:
+    arn = identifier(
+        eks_cluster_arn(ctx.partition, ctx.region, ctx.account_id, cluster),
+        asff.MAX_RESOURCE_ID_LENGTH,
+    )
+    return _resource("AwsEksCluster", arn, ctx, {"AwsEksCluster": {"Name": cluster, "Arn": arn}})
 
 
 def _resource(
@@ -584,42 +623,27 @@ def _resource(
     return resource
 
 
-@lru_cache(maxsize=256)
-def _cluster_arn(partition: str, region: str, account_id: str, cluster: str) -> str:
-    arn = eks_cluster_arn(partition, region, account_id, cluster)
-    return identifier(arn, asff.MAX_RESOURCE_ID_LENGTH)
-
-
-@lru_cache(maxsize=256)
-def _instance(
-    partition: str, region: str, account_id: str, instance_id: str, aws_values: tuple[Any, ...]
-) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The instance's ARN and what the aws filter says of it, as AwsEc2Instance details."""
-    arn = f"arn:{partition}:ec2:{region}:{account_id}:instance/{instance_id}"
-    cleaned = ((f, _clean(v)) for f, v in zip(_INSTANCE_DETAIL_FIELDS, aws_values, strict=True))
-    return arn, tuple((field, value) for field, value in cleaned if value)
-
-
-def _container(fields: dict[str, Any], name: str) -> dict[str, Any]:
+def _container_details(
+    ctx: FindingContext, name: str, image: tuple[Any, ...], _types: tuple[type, ...]
+) -> dict[str, Any]:
+    """The Container's details: they say nothing of the pod, so a Deployment's replicas share
+    them. ``_types`` keeps 1, 1.0 and true apart as keys of Call.once."""
+    repository, tag, digest = (_clean(value) for value in image[:3])
+    started, privileged = image[3:]
     details: dict[str, Any] = {"Name": name}
-    repository = _clean(fields.get("container.image.repository"))
     if repository:
-        tag = _clean(fields.get("container.image.tag"))
         image = f"{repository}:{tag}" if tag else repository
         details["ImageName"] = truncate(image, asff.MAX_DETAIL_LENGTH)
-    digest = _clean(fields.get("container.image.digest"))
     if digest:
         # ASFF's ImageId is the image's identifier: Falco's image digest (sha256:...), when the
         # rule outputs it. The container's own id stays in ProductFields (container.full_id).
         details["ImageId"] = truncate(digest, asff.MAX_DETAIL_LENGTH)
-    started = fields.get("container.start_ts")
     if type(started) is int and started > 0:
         with contextlib.suppress(OverflowError, ValueError):
             details["LaunchedAt"] = falco_time_from_ns(started)
-    privileged = fields.get("container.privileged")
     if type(privileged) is bool:
         details["Privileged"] = privileged
-    return details
+    return {"Container": details}
 
 
 def _process(fields: dict[str, Any]) -> FindingProcess:
