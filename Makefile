@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 POLICY_VENV := policy/venv
 POLICY_STAMP := $(POLICY_VENV)/.installed
 
-.PHONY: demo test lint bench bench-instructions clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +40,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: per-alert cost of the handler next to the pure decode floor; AWS call counts
+## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
-
-## bench-instructions: instructions per alert of the floor and each stage (needs valgrind)
-bench-instructions: $(STAMP)
-	$(PY) bench/instruction_counts.py
 
 clean:
 	rm -rf $(VENV) $(POLICY_VENV) .pytest_cache .ruff_cache .hypothesis

@@ -27,13 +27,16 @@ COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
 HANDLER = "handlers.ingest.handler"
 
-# The Lambda package holds exactly these modules (docs/handler-contract.md). replay.py, demo.py
+# The Lambda package holds exactly these modules (see handlers/__init__.py). replay.py, demo.py
 # and __main__.py are developer tools and stay out of the function; boto3 comes from the runtime
 # and Powertools from the AWS-managed layer. A test imports handlers.ingest and fails if it loads a
 # handlers module that is not listed here.
 HANDLER_MODULES: tuple[str, ...] = (
     "handlers/__init__.py",
     "handlers/alerts.py",
+    "handlers/asff.py",
+    "handlers/classification.py",
+    "handlers/coalescing.py",
     "handlers/findings.py",
     "handlers/securityhub.py",
     "handlers/ingest.py",

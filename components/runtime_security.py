@@ -316,7 +316,7 @@ def fluent_bit_pipeline(cluster_name: str, region: str, log_group_name: str) -> 
             ),
             # The alert stays a JSON string in `log` (no merge: the CRI `time` key would collide
             # with the alert's). cluster_name and the node name sit beside it, as the handler
-            # reads them (docs/handler-contract.md).
+            # reads them (handlers/alerts.py).
             _section(
                 "FILTER",
                 [

@@ -1,5 +1,19 @@
 """Falco alerts (shipped by Fluent Bit to CloudWatch Logs) become AWS Security Hub findings.
 
 The Lambda entry point is ``handlers.ingest.handler``; ``python -m handlers`` is the command line.
-See docs/handler-contract.md for how the modules fit together.
+Pure modules have no AWS client and no I/O; the shells do the I/O. Each module's docstring and
+types are its contract:
+
+  names.py           facts the Pulumi program and the Lambda share (product name, ARN formats)
+  alerts.py          pure: subscription payload -> log events -> Falco alerts (or skips), times
+  coalescing.py      pure: which alerts of a batch are one finding
+  classification.py  pure: Falco priority and tags -> ASFF Severity and Types
+  asff.py            pure: the finding's shape (TypedDicts), ASFF limits, its JSON encoding
+  findings.py        pure: Falco alert -> ASFF finding; filtering; coalesced findings
+  securityhub.py     BatchImportFindings: chunking (100 / 240 KB / 6 MB), retries of failures
+  ingest.py          the Lambda handler: thin shell, Powertools Logger and Metrics
+  replay.py, demo.py, __main__.py   `python -m handlers replay|demo` (not in the Lambda)
+
+The Lambda package holds exactly the modules components/findings_pipeline.py lists
+(HANDLER_MODULES; a test checks that handlers.ingest imports nothing else from ``handlers``).
 """

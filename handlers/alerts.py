@@ -41,7 +41,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from handlers.names import FALCO_PRIORITIES, PRIORITY_BY_LOWER, PRIORITY_BY_NAME
 
@@ -88,6 +89,8 @@ _scan_json = json.JSONDecoder().scan_once
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S = 1_000_000_000
+_DATE_TIME_PATTERN = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}"
+_RFC3339 = re.compile(rf"({_DATE_TIME_PATTERN})(?:\.(\d+))?([Zz]|[+-]\d{{2}}:?\d{{2}})", re.ASCII)
 
 
 # LogEvent, AlertRecord and Skip are made once per log event and never changed afterwards. They
@@ -186,7 +189,7 @@ def falco_time_from_ns(ns: int) -> str:
     writes ``time``. Raises OverflowError/ValueError outside years 1-9999."""
     seconds, fraction = divmod(ns, _NS_PER_S)
     moment = _EPOCH + timedelta(seconds=seconds)
-    return f"{_date_time_text(moment)}.{fraction:09d}Z"
+    return f"{date_time_text(moment)}.{fraction:09d}Z"
 
 
 def event_time_ns(output_fields: Any) -> int | None:
@@ -200,8 +203,73 @@ def event_time_ns(output_fields: Any) -> int | None:
     return None
 
 
-def _date_time_text(moment: datetime) -> str:
-    # strftime pads years below 1000 differently per platform; format by hand.
+class ObservedTime(NamedTuple):
+    ns: int  # for ordering
+    text: str  # RFC 3339, UTC, "Z"
+    from_alert: bool  # False: only the CloudWatch timestamp was usable
+
+
+def observed_time(record: AlertRecord) -> ObservedTime:
+    """When the alert happened: ``time``, else ``output_fields["evt.time"]`` (integer ns), else
+    the CloudWatch event timestamp (ms)."""
+    alert = record.alert
+    value = alert.get("time")
+    if isinstance(value, str):
+        parsed = _parse_rfc3339(value)
+        if parsed is not None:
+            return parsed
+    ns = event_time_ns(alert.get("output_fields"))
+    if ns is not None:
+        with contextlib.suppress(OverflowError, ValueError):
+            return ObservedTime(ns, falco_time_from_ns(ns), True)
+    milliseconds = record.timestamp_ms
+    try:
+        seconds, fraction = divmod(milliseconds, 1000)
+        text = f"{date_time_text(_EPOCH + timedelta(seconds=seconds))}.{fraction:03d}Z"
+    except (OverflowError, ValueError, TypeError):
+        milliseconds, text = 0, "1970-01-01T00:00:00.000Z"
+    return ObservedTime(milliseconds * 1_000_000, text, False)
+
+
+def _parse_rfc3339(value: str) -> ObservedTime | None:
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None
+    date_time, fraction, offset = match.groups()
+    utc = _utc_seconds(date_time, "Z" if offset in ("Z", "z") else offset)
+    if utc is None:
+        return None
+    seconds, utc_text = utc
+    digits = fraction[:9] if fraction else ""  # RFC 3339 allows more; ASFF takes up to 9
+    ns = seconds * 1_000_000_000 + (int(digits.ljust(9, "0")) if digits else 0)
+    return ObservedTime(ns, f"{utc_text}.{digits}Z" if digits else f"{utc_text}Z", True)
+
+
+@lru_cache(maxsize=512)
+def _utc_seconds(date_time: str, offset: str) -> tuple[int, str] | None:
+    """("2024-05-25T13:44:05", "Z" | "+02:00") -> seconds since the epoch, UTC text. Cached:
+    a batch's alerts share most of their seconds."""
+    try:
+        moment = datetime(
+            int(date_time[0:4]),
+            int(date_time[5:7]),
+            int(date_time[8:10]),
+            int(date_time[11:13]),
+            int(date_time[14:16]),
+            int(date_time[17:19]),
+            tzinfo=UTC,
+        )
+        if offset != "Z":
+            shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[-2:]))
+            moment = moment - shift if offset[0] == "+" else moment + shift
+        return (moment - _EPOCH) // timedelta(seconds=1), date_time_text(moment)
+    except (OverflowError, ValueError):
+        return None
+
+
+def date_time_text(moment: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ss`` (no fraction, no zone). strftime pads years below 1000
+    differently per platform, so by hand."""
     return (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"

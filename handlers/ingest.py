@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -69,9 +68,9 @@ class Settings:
 def settings(cluster_name: str | None, min_priority: str | None) -> Settings:
     """Validated settings from the function's environment (parsed once per distinct value)."""
     try:
-        priority = findings.parse_priority(min_priority or "Debug")
+        priority = names.parse_priority(min_priority or "Debug")
     except ValueError:
-        allowed = ", ".join(findings.FALCO_PRIORITIES)
+        allowed = ", ".join(names.FALCO_PRIORITIES)
         raise ConfigurationError(
             f"MIN_PRIORITY={min_priority!r} is not a Falco priority; allowed (case-insensitive, "
             f"most to least severe): {allowed}"
@@ -81,10 +80,6 @@ def settings(cluster_name: str | None, min_priority: str | None) -> Settings:
 
 def settings_from_environment() -> Settings:
     return settings(os.environ.get("CLUSTER_NAME"), os.environ.get("MIN_PRIORITY"))
-
-
-# Backoff between rounds of re-sending FailedFindings (a module attribute so tests skip the wait).
-_retry_sleep = time.sleep
 
 
 @functools.cache
@@ -153,8 +148,8 @@ def _map(
     """Coalesce and map to findings' Ids and JSON texts; if that fails, skip only the records
     that break it.
 
-    findings.py writes each finding's text directly (the text is what goes into the request),
-    and the handler keeps nothing else of it.
+    findings.py serializes each finding once; that text goes into the request, and the handler
+    keeps nothing else of it.
     """
     try:
         return list(findings.coalesce_texts(records, ctx))
@@ -285,9 +280,7 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     found = _map(records, ctx, skipped) if records else []
     coalesced = len(records) - len(found)
     _log_findings(found)
-    result = securityhub.import_serialized(
-        securityhub_client(ctx.region), found, sleep=_retry_sleep
-    )
+    result = securityhub.import_serialized(securityhub_client(ctx.region), found)
     _emit_metrics(len(batch.events), skipped, coalesced, result)
     summary = _summary(
         len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
-from handlers import alerts, findings, securityhub
+from handlers import alerts, findings, names, securityhub
 
 # Lines skipped for these reasons point at bad input: they are listed with line number and
 # detail. The other reasons (internal events, below MIN_PRIORITY) are expected and only counted.
@@ -169,11 +169,11 @@ def _caller_account(session: Any, endpoint_url: str | None) -> tuple[str, str]:
 def finding_context(options: ReplayOptions) -> tuple[findings.FindingContext, Any]:
     """The context findings are built with, and the boto3 session (None for a dry run)."""
     try:
-        min_priority = findings.parse_priority(options.min_priority)
+        min_priority = names.parse_priority(options.min_priority)
     except ValueError:
         raise UsageError(
             f"--min-priority {options.min_priority!r} is not a Falco priority; allowed: "
-            + ", ".join(findings.FALCO_PRIORITIES)
+            + ", ".join(names.FALCO_PRIORITIES)
         ) from None
     region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     import boto3  # imported here: a dry run of a small file should start fast

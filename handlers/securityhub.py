@@ -31,12 +31,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handlers.findings import compact_json
+from handlers.asff import MAX_FINDING_BYTES, finding_json
 
-# Security Hub's documented limits: 100 findings and 6 MB per request, "240 Kb" per finding; the
-# sizes read the stricter way (decimal), as findings.py and tests/asff_limits.py do.
+# Security Hub's documented limits: 100 findings and 6 MB per request (and asff.MAX_FINDING_BYTES
+# per finding); the sizes read the stricter way (decimal), as tests/asff_limits.py does.
 MAX_FINDINGS_PER_CALL = 100
-MAX_FINDING_BYTES = 240_000
 MAX_REQUEST_BYTES = 6_000_000
 
 # Each finding is serialized once, to compact ASCII JSON (characters == bytes): that text gives
@@ -61,7 +60,7 @@ _T = TypeVar("_T")
 #   instead of eating the function's timeout; a 6 MB import normally answers well within 15 s.
 # * parameter_validation off: this client makes one kind of call, BatchImportFindings, whose body
 #   this module serializes itself (see _SerializedBody); botocore would only validate the
-#   placeholder. findings.py and the tests own the findings' shape.
+#   placeholder. asff.py, findings.py and the tests own the findings' shape.
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 5},
     parameter_validation=False,
@@ -196,9 +195,9 @@ class ImportFailed(RuntimeError):
 def serialize(finding: dict[str, Any]) -> str:
     """The finding as it goes into the request: compact JSON, ASCII (so len() is its bytes).
 
-    The same encoding findings.py writes its findings' texts with (findings.coalesce_texts).
+    The one encoding of a finding (asff.finding_json), as findings.coalesce_texts gives it.
     """
-    return compact_json(finding)
+    return finding_json(finding)
 
 
 # A finding as import_serialized takes it: its Id and its serialize() text, nothing else. Once
@@ -319,7 +318,7 @@ def import_findings(
     findings: Sequence[dict[str, Any]],
     *,
     max_rounds: int = 4,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,  # time.sleep
 ) -> ImportResult:
     """Import every finding; re-send only those that failed with a retryable code.
 
@@ -337,7 +336,7 @@ def import_serialized(
     serialized: Iterable[Serialized],
     *,
     max_rounds: int = 4,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,  # time.sleep
 ) -> ImportResult:
     """:func:`import_findings` for findings already serialized (:func:`serialized` of each).
 
@@ -364,7 +363,7 @@ def import_serialized(
     max_rounds = max(1, max_rounds)
     for round_number in range(max_rounds):
         if round_number:
-            sleep(_backoff(round_number - 1))
+            (time.sleep if sleep is None else sleep)(_backoff(round_number - 1))
             result.retried += len(pending)
         retry: list[_Serialized] = []
         last_round = round_number == max_rounds - 1

@@ -309,6 +309,9 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
     assert HANDLER_MODULES == (
         "handlers/__init__.py",
         "handlers/alerts.py",
+        "handlers/asff.py",
+        "handlers/classification.py",
+        "handlers/coalescing.py",
         "handlers/findings.py",
         "handlers/securityhub.py",
         "handlers/ingest.py",

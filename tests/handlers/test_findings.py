@@ -10,14 +10,13 @@ from asff_limits import assert_within_asff_limits, utf16_length
 
 from handlers.alerts import AlertRecord, LogEvent, Skip, parse_log_event
 from handlers.findings import (
-    FALCO_PRIORITIES,
     FindingContext,
     coalesce,
     filter_alert,
-    parse_priority,
     to_finding,
     to_finding_text,
 )
+from handlers.names import parse_priority
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "falco_alerts.jsonl"
 ALERTS = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
@@ -243,19 +242,6 @@ def test_severity_follows_falco_priority(priority, label):
 
     assert produced["Severity"] == {"Label": label, "Original": priority}
     assert produced["FindingProviderFields"]["Severity"] == produced["Severity"]
-
-
-def test_falco_priorities_are_listed_most_severe_first():
-    assert FALCO_PRIORITIES == (
-        "Emergency",
-        "Alert",
-        "Critical",
-        "Error",
-        "Warning",
-        "Notice",
-        "Informational",
-        "Debug",
-    )
 
 
 # --- when ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -50,7 +51,7 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLUSTER_NAME", "shop-prod-use1")
     monkeypatch.delenv("MIN_PRIORITY", raising=False)
     ingest.securityhub_client.cache_clear()  # a fresh client, created inside moto
-    monkeypatch.setattr(ingest, "_retry_sleep", lambda seconds: None)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # no real backoff between rounds
 
 
 @pytest.fixture(scope="module")
