@@ -230,6 +230,30 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Reserved concurrency of the findings Lambda (caps Security Hub API pressure).",
         "an integer >= 1",
     ),
+    # -- sensor coverage (docs/coverage.md) ---------------------------------------------------
+    SettingSpec(
+        "heartbeatIntervalMinutes", "integer", 15,
+        "Interval of Falco's metrics snapshot, each node's heartbeat (Falco then runs at "
+        "Informational; Fluent Bit still ships only falcoMinimumPriority and above).",
+        "an integer from 5 to 360",
+    ),
+    SettingSpec(
+        "coverageCheckMinutes", "integer", 5,
+        "How often the coverage checker compares heartbeats with the cluster's EC2 nodes.",
+        "an integer from 1 to 60",
+    ),
+    SettingSpec(
+        "coverageGraceMinutes", "integer", 30,
+        "A node younger than this is not yet expected to report (boot, image pull, first "
+        "snapshot one interval after Falco starts).",
+        "an integer from heartbeatIntervalMinutes + 5 to 1440",
+    ),
+    SettingSpec(
+        "coverageDropThresholdPercent", "integer", 1,
+        "A node whose Falco dropped more than this percentage of kernel events since its "
+        "previous snapshot gets an event-drops finding.",
+        "an integer from 0 to 100",
+    ),
     SettingSpec(
         "alarmEmail", "string", "",
         "E-mail subscribed to the pipeline's alarm topic; empty means no subscription.",
@@ -306,6 +330,10 @@ class Settings:
     lambda_reserved_concurrency: int
     alarm_email: str | None
     enable_default_standards: bool
+    heartbeat_interval_minutes: int
+    coverage_check_minutes: int
+    coverage_grace_minutes: int
+    coverage_drop_threshold_percent: int
     triage_principal_arns: tuple[str, ...]
     member_accounts: tuple[MemberAccount, ...]
     delegated_admin_account_id: str | None
@@ -491,6 +519,13 @@ def load_settings(
     if alarm_email and not _EMAIL.match(alarm_email):
         r.problem("alarmEmail", alarm_email, "not an e-mail address")
 
+    heartbeat_minutes = _bounded(r, "heartbeatIntervalMinutes", 5, 360)
+    check_minutes = _bounded(r, "coverageCheckMinutes", 1, 60)
+    # Falco's first snapshot comes one interval after it starts: a shorter grace would report
+    # every new node as silent.
+    grace_minutes = _bounded(r, "coverageGraceMinutes", heartbeat_minutes + 5, 1440)
+    drop_threshold = _bounded(r, "coverageDropThresholdPercent", 0, 100)
+
     member_accounts = _member_accounts(r)
     delegated_admin = r.string("delegatedAdminAccountId")
     if delegated_admin and not _ACCOUNT_ID.match(delegated_admin):
@@ -534,6 +569,10 @@ def load_settings(
         lambda_reserved_concurrency=concurrency,
         alarm_email=alarm_email or None,
         enable_default_standards=enable_standards,
+        heartbeat_interval_minutes=heartbeat_minutes,
+        coverage_check_minutes=check_minutes,
+        coverage_grace_minutes=grace_minutes,
+        coverage_drop_threshold_percent=drop_threshold,
         triage_principal_arns=tuple(triage_arns),
         member_accounts=tuple(member_accounts),
         delegated_admin_account_id=delegated_admin or None,

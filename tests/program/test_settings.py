@@ -281,3 +281,16 @@ def test_settings_error_stops_the_program_without_a_stack_trace() -> None:
 def test_every_priority_named_in_the_allowed_text() -> None:
     for priority in FALCO_PRIORITIES:
         assert priority in SPECS["falcoMinimumPriority"].allowed
+
+
+def test_coverage_defaults_and_a_grace_shorter_than_one_heartbeat_is_refused() -> None:
+    settings = load()
+    assert (
+        settings.heartbeat_interval_minutes,
+        settings.coverage_check_minutes,
+        settings.coverage_grace_minutes,
+        settings.coverage_drop_threshold_percent,
+    ) == (15, 5, 30, 1)
+    # Falco's first snapshot comes one interval after it starts: every new node would be silent.
+    [line] = problems(heartbeatIntervalMinutes=60, coverageGraceMinutes=30)
+    assert line.startswith(f"{NS}:coverageGraceMinutes in Pulumi.us-east-1.yaml: got 30")
