@@ -1,7 +1,8 @@
 """falco-securityhub: one stack per region; reads the stack's settings and composes components.
 
-Network -> Cluster -> RegionalHub -> FindingsPipeline -> RuntimeSecurity, plus the CentralHub in
-the Security Hub home region only. Settings: Pulumi.yaml and Pulumi.<stack>.yaml (docs/deploy.md).
+Network -> Cluster -> RegionalHub -> FindingsPipeline -> RuntimeSecurity -> SensorCoverage, plus
+the CentralHub in the Security Hub home region only. Settings: Pulumi.yaml and
+Pulumi.<stack>.yaml (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pulumi_aws as aws
 
 from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
 from components.cluster import Cluster, ClusterArgs
+from components.coverage import SensorCoverage, SensorCoverageArgs
 from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
 from components.network import Network, NetworkArgs
 from components.regional_hub import RegionalHub, RegionalHubArgs
@@ -119,7 +121,27 @@ RuntimeSecurity(
         fluent_bit_chart_version=settings.fluent_bit_chart_version,
         falco_minimum_priority=settings.falco_minimum_priority,
         falco_custom_rules=settings.falco_custom_rules,
+        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
         depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
+        tags=tags,
+    ),
+)
+coverage = SensorCoverage(
+    "coverage",
+    SensorCoverageArgs(
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        alert_log_group_name=pipeline.log_group_name,
+        ingest_role_name=pipeline.function_role_name,
+        alarm_topic_arn=pipeline.alarm_topic_arn,
+        security_hub=hub.account,
+        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
+        check_interval_minutes=settings.coverage_check_minutes,
+        grace_minutes=settings.coverage_grace_minutes,
+        drop_threshold_percent=settings.coverage_drop_threshold_percent,
+        log_retention_days=settings.log_retention_days,
         tags=tags,
     ),
 )

@@ -299,6 +299,7 @@ class FindingsPipeline(pulumi.ComponentResource):
     dead_letter_queue_url: pulumi.Output[str]
     dead_letter_queue_arn: pulumi.Output[str]
     alarm_topic_arn: pulumi.Output[str]
+    function_role_name: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FindingsPipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -520,6 +521,8 @@ class FindingsPipeline(pulumi.ComponentResource):
         self.dead_letter_queue_url = self._failed_events.url
         self.dead_letter_queue_arn = self._failed_events.arn
         self.alarm_topic_arn = self._alarm_topic.arn
+        # Sensor coverage (components/coverage.py) attaches the heartbeat table's policy here.
+        self.function_role_name = self._role.id  # an IAM role's id is its name
         self.register_outputs(
             {
                 "kms_key_arn": self.kms_key_arn,
@@ -530,6 +533,7 @@ class FindingsPipeline(pulumi.ComponentResource):
                 "dead_letter_queue_url": self.dead_letter_queue_url,
                 "dead_letter_queue_arn": self.dead_letter_queue_arn,
                 "alarm_topic_arn": self.alarm_topic_arn,
+                "function_role_name": self.function_role_name,
             }
         )
 
