@@ -20,6 +20,7 @@ Pure functions except the two thin shells at the end (:func:`record_heartbeats`,
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -31,7 +32,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.alerts import AlertRecord
-from handlers.names import METRICS_SNAPSHOT_RULE
+from handlers.names import METRICS_SNAPSHOT_RULE, heartbeat_table_name
 
 # Item attributes (one place; the checker and the component's IAM conditions read them).
 CLUSTER = "cluster"
@@ -189,17 +190,36 @@ def update_request(table: str, beat: Heartbeat) -> dict[str, Any]:
 class HeartbeatWrite:
     written: int = 0
     stale: int = 0  # the table already held a later heartbeat for the node (not an error)
+    foreign: int = 0  # heartbeats naming another cluster than the function's: not written
     failed: list[tuple[str, str]] = field(default_factory=list)  # (node, error code)
 
 
-def record_heartbeats(client: Any, table: str, beats: Iterable[Heartbeat]) -> HeartbeatWrite:
+class HeartbeatsNotRecorded(RuntimeError):
+    """Some heartbeats could not be written after botocore's retries (the findings were
+    imported). Raised by the ingest handler so Lambda retries the event: writing is idempotent,
+    and a node must not look silent because its heartbeat was lost."""
+
+    def __init__(self, failed: list[tuple[str, str]]) -> None:
+        self.failed = failed
+        shown = ", ".join(f"{node} ({code})" for node, code in failed[:10])
+        super().__init__(f"{len(failed)} heartbeats not recorded: {shown}")
+
+
+def record_heartbeats(
+    client: Any, table: str, beats: Iterable[Heartbeat], *, cluster: str | None = None
+) -> HeartbeatWrite:
     """Write the latest heartbeat of each node; never raises for AWS errors (see ``failed``).
 
-    botocore retries throttling itself (the client's retry config); what fails after that is
-    reported, and the ingest handler then fails the invocation so Lambda retries the event.
+    With ``cluster``, heartbeats of other clusters are counted as ``foreign`` and not written
+    (the function may write only its own cluster's items). botocore retries throttling itself
+    (the client's retry config); what fails after that is reported, and the ingest handler then
+    fails the invocation so Lambda retries the event.
     """
     result = HeartbeatWrite()
     for beat in latest_per_node(beats):
+        if cluster is not None and beat.cluster != cluster:
+            result.foreign += 1
+            continue
         try:
             client.update_item(**update_request(table, beat))
         except ClientError as exc:
@@ -282,3 +302,33 @@ class InstanceDirectory:
             self.errors += 1
             return
         self._nodes = directory_from_items(items)
+
+
+# -- for the ingest handler: one client and one directory per container ---------------------------
+@functools.cache
+def dynamodb_client(region: str) -> Any:  # pragma: no cover - created inside moto in tests
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=3, read_timeout=5
+    )
+    return boto3.client("dynamodb", region_name=region, config=config)
+
+
+@functools.cache
+def directory_for(region: str, cluster: str) -> InstanceDirectory:
+    return InstanceDirectory(dynamodb_client(region), heartbeat_table_name(cluster), cluster)
+
+
+def enrich(records: Iterable[AlertRecord], directory: InstanceDirectory) -> int:
+    """Name each record's EC2 instance from the directory where Fluent Bit could not (no aws
+    filter: pods get no instance metadata). Returns how many records gained one."""
+    named = 0
+    for record in records:
+        if record.instance_id is None and record.node_name:
+            instance = directory.instance_of(record.node_name)
+            if instance is not None:
+                record.instance_id = instance
+                named += 1
+    return named

@@ -208,3 +208,27 @@ def test_directory_query_asks_for_exactly_the_attributes_iam_allows() -> None:
     query = heartbeat.directory_query(TABLE, CLUSTER)
     assert query["Select"] == "SPECIFIC_ATTRIBUTES"
     assert set(query["ExpressionAttributeNames"].values()) == {"cluster", "node", "instance_id"}
+
+
+def test_heartbeats_of_another_cluster_are_not_written(table: Any) -> None:
+    other = heartbeat.Heartbeat("other", NODE, datetime(2026, 3, 14, tzinfo=UTC), None, None, None)
+    result = heartbeat.record_heartbeats(table, TABLE, [other, beat_at(0)], cluster=CLUSTER)
+    assert (result.written, result.foreign) == (1, 1)
+
+
+def test_enrich_names_the_instance_only_where_fluent_bit_did_not(table: Any) -> None:
+    table.put_item(
+        TableName=TABLE,
+        Item={"cluster": {"S": CLUSTER}, "node": {"S": NODE}, "instance_id": {"S": "i-0abc"}},
+    )
+    directory = heartbeat.InstanceDirectory(table, TABLE, CLUSTER)
+    unknown = record({"rule": "r", "priority": "Notice"}, node=NODE)
+    known = record({"rule": "r", "priority": "Notice"}, node=NODE)
+    known.instance_id = "i-0fromfluentbit"
+    elsewhere = record({"rule": "r", "priority": "Notice"}, node="ip-10-9-9-9.ec2.internal")
+    assert heartbeat.enrich([unknown, known, elsewhere], directory) == 1
+    assert (unknown.instance_id, known.instance_id, elsewhere.instance_id) == (
+        "i-0abc",
+        "i-0fromfluentbit",
+        None,
+    )
