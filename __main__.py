@@ -107,25 +107,6 @@ pipeline = FindingsPipeline(
         tags=tags,
     ),
 )
-RuntimeSecurity(
-    "runtime-security",
-    RuntimeSecurityArgs(
-        cluster_name=cluster.cluster_name,
-        kubeconfig_json=cluster.kubeconfig_json,
-        region=settings.region,
-        account_id=account_id,
-        partition=partition,
-        log_group_name=pipeline.log_group_name,
-        log_group_arn=pipeline.log_group_arn,
-        falco_chart_version=settings.falco_chart_version,
-        fluent_bit_chart_version=settings.fluent_bit_chart_version,
-        falco_minimum_priority=settings.falco_minimum_priority,
-        falco_custom_rules=settings.falco_custom_rules,
-        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
-        depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent],
-        tags=tags,
-    ),
-)
 coverage = SensorCoverage(
     "coverage",
     SensorCoverageArgs(
@@ -142,6 +123,26 @@ coverage = SensorCoverage(
         grace_minutes=settings.coverage_grace_minutes,
         drop_threshold_percent=settings.coverage_drop_threshold_percent,
         log_retention_days=settings.log_retention_days,
+        tags=tags,
+    ),
+)
+RuntimeSecurity(
+    "runtime-security",
+    RuntimeSecurityArgs(
+        cluster_name=cluster.cluster_name,
+        kubeconfig_json=cluster.kubeconfig_json,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        log_group_name=pipeline.log_group_name,
+        log_group_arn=pipeline.log_group_arn,
+        falco_chart_version=settings.falco_chart_version,
+        fluent_bit_chart_version=settings.fluent_bit_chart_version,
+        falco_minimum_priority=settings.falco_minimum_priority,
+        falco_custom_rules=settings.falco_custom_rules,
+        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
+        # Heartbeats start with this release: their table and the ingest role's access first.
+        depends_on=[cluster.eks_cluster, cluster.node_group, cluster.pod_identity_agent, coverage],
         tags=tags,
     ),
 )

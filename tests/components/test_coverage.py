@@ -378,6 +378,10 @@ def test_every_stack_has_coverage_and_liveness_alarms_and_heartbeats(stack: str)
     assert releases["falco"].inputs["values"]["metrics"]["interval"] == "15m"
     filters = releases["fluent-bit"].inputs["values"]["config"]["filters"]
     assert "Falco\\sinternal:\\smetrics\\ssnapshot" in filters
+    # Falco's first heartbeat must find its table and the ingest role's access to it.
+    assert {"coverage-heartbeats", "coverage-ingest-heartbeats"} <= run.dependencies[
+        "runtime-security-falco"
+    ]
     ingest_role = run.mocks.one("aws:iam/role:Role", "findings-role")
     policy = run.mocks.one(ROLE_POLICY, "coverage-ingest-heartbeats")
     assert policy.inputs["role"] == ingest_role.outputs["id"]
