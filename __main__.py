@@ -1,10 +1,10 @@
 """falco-securityhub: one stack per region; reads the stack's settings and composes components.
 
 Network -> Cluster (or ExistingCluster, looked up by existingClusterName) -> RegionalHub ->
-FindingsPipeline -> RuntimeSecurity, plus the CentralHub in the Security Hub home region only;
-a linked region's stack checks the home stack agrees with it (components/home_stack.py).
-The audit Falco (AuditDetection) joins when the cluster sends its audit log. Settings:
-components/settings.py (defaults, checks) and Pulumi.<stack>.yaml (what differs per stack).
+FindingsPipeline -> SensorCoverage -> RuntimeSecurity (-> AuditDetection when the cluster sends
+its audit log), plus the CentralHub in the Security Hub home region only; a linked region's stack
+checks the home stack agrees with it (components/home_stack.py). Settings: components/settings.py
+(defaults, checks) and Pulumi.<stack>.yaml (what differs per stack).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from components.audit_detection import (
 )
 from components.central_hub import FALCO_PRODUCT_NAME, CentralHub, CentralHubArgs
 from components.cluster import Cluster, ClusterArgs
+from components.coverage import SensorCoverage, SensorCoverageArgs
 from components.existing_cluster import ExistingCluster, ExistingClusterArgs
 from components.findings_pipeline import FindingsPipeline, FindingsPipelineArgs
 from components.home_stack import (
@@ -155,6 +156,25 @@ pipeline = FindingsPipeline(
         tags=tags,
     ),
 )
+coverage = SensorCoverage(
+    "coverage",
+    SensorCoverageArgs(
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        alert_log_group_name=pipeline.log_group_name,
+        ingest_role_name=pipeline.function_role_name,
+        alarm_topic_arn=pipeline.alarm_topic_arn,
+        security_hub=hub.account,
+        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
+        check_interval_minutes=settings.coverage_check_minutes,
+        grace_minutes=settings.coverage_grace_minutes,
+        drop_threshold_percent=settings.coverage_drop_threshold_percent,
+        log_retention_days=settings.log_retention_days,
+        tags=tags,
+    ),
+)
 runtime = RuntimeSecurity(
     "runtime-security",
     RuntimeSecurityArgs(
@@ -171,7 +191,9 @@ runtime = RuntimeSecurity(
         # The syscall part only: an audit rule's append would stop the syscall Falco.
         falco_custom_rules=split_custom_rules(settings.falco_custom_rules).syscall,
         falco_rules_version=settings.falco_rules_version,
-        depends_on=cluster.runtime_dependencies,
+        heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
+        # Heartbeats start with this release: their table and the ingest role's access first.
+        depends_on=[*cluster.runtime_dependencies, coverage],
         tags=tags,
     ),
 )

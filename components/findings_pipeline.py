@@ -38,6 +38,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/classification.py",
     "handlers/coalescing.py",
     "handlers/findings.py",
+    "handlers/heartbeat.py",
     "handlers/securityhub.py",
     "handlers/ingest.py",
     "handlers/names.py",
@@ -312,6 +313,7 @@ class FindingsPipeline(pulumi.ComponentResource):
     dead_letter_queue_arn: pulumi.Output[str]
     alarm_topic_arn: pulumi.Output[str]
     alarm_key_arn: pulumi.Output[str]
+    function_role_name: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FindingsPipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -548,6 +550,8 @@ class FindingsPipeline(pulumi.ComponentResource):
         self.dead_letter_queue_arn = self._failed_events.arn
         self.alarm_topic_arn = self._alarm_topic.arn
         self.alarm_key_arn = self._alarm_key.arn
+        # Sensor coverage (components/coverage.py) attaches the heartbeat table's policy here.
+        self.function_role_name = self._role.id  # an IAM role's id is its name
         self.register_outputs(
             {
                 "kms_key_arn": self.kms_key_arn,
@@ -560,6 +564,7 @@ class FindingsPipeline(pulumi.ComponentResource):
                 "alarm_topic_arn": self.alarm_topic_arn,
                 "alarm_key_arn": self.alarm_key_arn,
                 "function_log_group_name": self.function_log_group_name,
+                "function_role_name": self.function_role_name,
             }
         )
 

@@ -31,7 +31,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as kubernetes
 from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
 
-from handlers.names import eks_cluster_arn
+from handlers.names import FALCO_PRIORITIES, eks_cluster_arn
 
 COMPONENT_TYPE = "falco-securityhub:index:RuntimeSecurity"
 
@@ -148,6 +148,9 @@ class RuntimeSecurityArgs:
     depends_on: list[pulumi.Resource]
     """The cluster, its node group and the Pod Identity agent add-on."""
     tags: dict[str, str]
+    heartbeat_interval_minutes: int | None = None
+    """Falco's metrics snapshot (the node's heartbeat, docs/coverage.md) every so many minutes;
+    None: no heartbeats."""
 
 
 def falco_priority(priority: str) -> str:
@@ -156,6 +159,8 @@ def falco_priority(priority: str) -> str:
 
 
 cluster_arn = eks_cluster_arn
+# Falco's priorities as falco.yaml spells them (lower case), most to least severe.
+_CONFIG_PRIORITIES = tuple(name.lower() for name in FALCO_PRIORITIES)
 
 
 def falco_log_path(namespace: str = NAMESPACE) -> str:
@@ -253,13 +258,76 @@ def falco_values(
     return values
 
 
+# -- heartbeats (docs/coverage.md) --------------------------------------------------------------
+# Falco writes its metrics snapshot as an Informational alert; the chart says Falco's `priority`
+# must then be `info` or lower (charts/falco/values.yaml at 9.1.0, metrics.outputRule).
+HEARTBEAT_PRIORITY = "informational"
+
+
+def with_heartbeats(values: dict[str, Any], interval_minutes: int) -> dict[str, Any]:
+    """The falco chart values, plus the metrics snapshot every `interval_minutes` as an alert.
+
+    Falco then runs at Informational at least (rules below falcoMinimumPriority load too; Fluent
+    Bit's priority filter keeps their alerts out of CloudWatch Logs). Only the counters a
+    heartbeat uses stay on, to keep each snapshot small: kernel event counters (they give
+    scap.n_drops_perc) and resource utilization; per-rule, state, libbpf, plugin and iterator
+    counters are off. No metrics Service: nothing scrapes Prometheus here.
+    """
+    result = {**values, "falco": dict(values.get("falco", {}))}
+    ranks = {name: rank for rank, name in enumerate(_CONFIG_PRIORITIES)}
+    current = result["falco"].get("priority", HEARTBEAT_PRIORITY)
+    if ranks.get(current, 0) < ranks[HEARTBEAT_PRIORITY]:
+        result["falco"]["priority"] = HEARTBEAT_PRIORITY
+    result["metrics"] = {
+        "enabled": True,
+        "interval": f"{interval_minutes}m",
+        "outputRule": True,
+        "kernelEventCountersEnabled": True,
+        "resourceUtilizationEnabled": True,
+        "rulesCountersEnabled": False,
+        "stateCountersEnabled": False,
+        "libbpfStatsEnabled": False,
+        "pluginsMetricsEnabled": False,
+        "kernelIterEventCountersEnabled": False,
+        "service": {"create": False},
+    }
+    return result
+
+
+def priority_filter(minimum_priority: str) -> str | None:
+    """A Fluent Bit grep filter: alerts at `minimum_priority` or above, and Falco's metrics
+    snapshot; None when every priority passes anyway (Informational, Debug).
+
+    Falco writes compact JSON (nlohmann's dump), so the alert's own top-level members read
+    `"priority":"Notice"` in the `log` string; text inside an alert's fields has its quotes
+    escaped and cannot imitate them.
+    """
+    minimum = falco_priority(minimum_priority)
+    kept = _CONFIG_PRIORITIES[: _CONFIG_PRIORITIES.index(minimum) + 1]
+    if HEARTBEAT_PRIORITY in kept:
+        return None
+    names = "|".join(name.capitalize() for name in kept)
+    return _section(
+        "FILTER",
+        [
+            ("Name", "grep"),
+            ("Match", "falco"),
+            ("Logical_Op", "OR"),
+            ("Regex", f'log "priority":"({names})"'),
+            ("Regex", r'log "rule":"Falco\sinternal:\smetrics\ssnapshot"'),
+        ],
+    )
+
+
 def _section(kind: str, entries: list[tuple[str, str]]) -> str:
     width = max(len(key) for key, _ in entries)
     lines = [f"[{kind}]"] + [f"    {key.ljust(width)} {value}" for key, value in entries]
     return "\n".join(lines) + "\n"
 
 
-def fluent_bit_pipeline(cluster_name: str, region: str, log_group_name: str) -> dict[str, str]:
+def fluent_bit_pipeline(
+    cluster_name: str, region: str, log_group_name: str, minimum_priority: str | None = None
+) -> dict[str, str]:
     """Fluent Bit's classic-mode configuration sections (the chart's `config.*` values)."""
     for label, value, pattern in (
         ("cluster name", cluster_name, _CLUSTER_NAME),
@@ -314,6 +382,8 @@ def fluent_bit_pipeline(cluster_name: str, region: str, log_group_name: str) -> 
                     ("Regex", r"log ^\{"),
                 ],
             ),
+            # With heartbeats on, Falco runs at Informational: ship only what was asked for.
+            *([kept] if minimum_priority and (kept := priority_filter(minimum_priority)) else []),
             # The alert stays a JSON string in `log` (no merge: the CRI `time` key would collide
             # with the alert's). cluster_name and the node name sit beside it, as the handler
             # reads them (handlers/alerts.py).
@@ -362,7 +432,9 @@ def fluent_bit_pipeline(cluster_name: str, region: str, log_group_name: str) -> 
     return {"service": service, "inputs": inputs, "filters": filters, "outputs": outputs}
 
 
-def fluent_bit_values(cluster_name: str, region: str, log_group_name: str) -> dict[str, Any]:
+def fluent_bit_values(
+    cluster_name: str, region: str, log_group_name: str, minimum_priority: str | None = None
+) -> dict[str, Any]:
     """Values for the fluent-bit chart: a DaemonSet that ships Falco's alerts and nothing else."""
     return {
         "kind": "DaemonSet",
@@ -407,7 +479,7 @@ def fluent_bit_values(cluster_name: str, region: str, log_group_name: str) -> di
             {"name": "varlogpods", "mountPath": "/var/log/pods", "readOnly": True},
             {"name": "state", "mountPath": FLUENT_BIT_STATE_DIR},
         ],
-        "config": fluent_bit_pipeline(cluster_name, region, log_group_name),
+        "config": fluent_bit_pipeline(cluster_name, region, log_group_name, minimum_priority),
     }
 
 
@@ -484,6 +556,11 @@ class RuntimeSecurity(pulumi.ComponentResource):
             args.falco_custom_rules,
             rules_version=args.falco_rules_version,
         )
+        # Heartbeats lower Falco's priority; Fluent Bit then filters by falcoMinimumPriority.
+        shipped_minimum = None
+        if args.heartbeat_interval_minutes is not None:
+            falco = with_heartbeats(falco, args.heartbeat_interval_minutes)
+            shipped_minimum = args.falco_minimum_priority
 
         provider = kubernetes.Provider(
             f"{name}-k8s",
@@ -571,7 +648,9 @@ class RuntimeSecurity(pulumi.ComponentResource):
                 repository_opts=RepositoryOptsArgs(repo=FLUENT_BIT_REPOSITORY),
                 namespace=namespace.metadata.name,
                 values=pulumi.Output.from_input(args.log_group_name).apply(
-                    lambda group: fluent_bit_values(args.cluster_name, args.region, group)
+                    lambda group: fluent_bit_values(
+                        args.cluster_name, args.region, group, shipped_minimum
+                    )
                 ),
                 **release_options,
             ),

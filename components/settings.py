@@ -504,6 +504,34 @@ class Settings:
         _empty_or(_matches(_EMAIL, "not an e-mail address")),
         convert=_optional,
     )
+    # -- sensor coverage (docs/coverage.md) -----------------------------------------------
+    heartbeat_interval_minutes: int = setting(
+        15,
+        "Interval of Falco's metrics snapshot, each node's heartbeat (Falco then runs at "
+        "Informational; Fluent Bit still ships only `falcoMinimumPriority` and above).",
+        "an integer from 5 to 360",
+        _between(5, 360),
+    )
+    coverage_check_minutes: int = setting(
+        5,
+        "How often the coverage checker compares heartbeats with the cluster's EC2 nodes.",
+        "an integer from 1 to 60",
+        _between(1, 60),
+    )
+    coverage_grace_minutes: int = setting(
+        30,
+        "A node younger than this is not yet expected to report (boot, image pull, first "
+        "snapshot one interval after Falco starts).",
+        "an integer from `heartbeatIntervalMinutes` + 5 to 1440",
+        _between(1, 1440),
+    )
+    coverage_drop_threshold_percent: int = setting(
+        1,
+        "A node whose Falco dropped more than this percentage of kernel events since its "
+        "previous snapshot gets an event-drops finding.",
+        "an integer from 0 to 100",
+        _between(0, 100),
+    )
     # -- Security Hub ----------------------------------------------------------------------
     enable_default_standards: bool = setting(
         False,
@@ -632,6 +660,12 @@ def _cross_checks(v: Mapping[str, Any], region: str) -> Iterator[tuple[str, str]
     sizes = {"node_desired_size", "node_max_size"} <= v.keys()
     if sizes and v["node_max_size"] < v["node_desired_size"]:
         yield "node_max_size", f"below nodeDesiredSize ({v['node_desired_size']})"
+    if {"heartbeat_interval_minutes", "coverage_grace_minutes"} <= v.keys():
+        # Falco's first snapshot comes one interval after it starts: a shorter grace would
+        # report every new node as silent.
+        least = v["heartbeat_interval_minutes"] + 5
+        if v["coverage_grace_minutes"] < least:
+            yield "coverage_grace_minutes", f"shorter than heartbeatIntervalMinutes + 5 ({least})"
     existing = v.get("existing_cluster_name")
     if existing and v.get("cluster_name"):
         yield "cluster_name", "set with existingClusterName; drop it (the cluster keeps its name)"

@@ -238,6 +238,10 @@ def main(*, verbose: bool = False) -> int:
                 return 1
         for site in SITES:
             print_findings(site.region, _stored(site.region), out)
+        from handlers import coverage_demo  # a node that stopped reporting: docs/coverage.md
+
+        if coverage_demo.run(SITES[0].region, SITES[0].cluster_name, out):
+            return 1
     out.write(
         f"\nSummary: {totals['received']} log events received, {totals['imported']} findings "
         f"imported ({totals['coalesced']} repeats coalesced), {totals['failed']} failed; skipped "

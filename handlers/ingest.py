@@ -32,7 +32,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers import alerts, findings, names, securityhub
+from handlers import alerts, findings, heartbeat, names, securityhub
 from handlers.securityhub import ImportFailed
 
 __all__ = ["ConfigurationError", "ImportFailed", "handler"]
@@ -129,13 +129,19 @@ def _skip(skip: alerts.Skip, skipped: Counter[str]) -> None:
 
 
 def _parse(
-    log_event: alerts.LogEvent, ctx: findings.FindingContext
+    log_event: alerts.LogEvent, ctx: findings.FindingContext, beats: list[heartbeat.Heartbeat]
 ) -> alerts.AlertRecord | alerts.Skip:
-    """The alert of one log event, or why it is skipped (never raises: one record, one outcome)."""
+    """The alert of one log event, or why it is skipped (never raises: one record, one outcome).
+
+    A Falco metrics snapshot is a node's heartbeat: it goes to ``beats`` and is still skipped as
+    an internal event, never a finding.
+    """
     try:
         parsed = alerts.parse_log_event(log_event)
         if isinstance(parsed, alerts.Skip):
             return parsed
+        if (beat := heartbeat.from_record(parsed, ctx.cluster_name)) is not None:
+            beats.append(beat)
         return findings.filter_alert(parsed, ctx) or parsed
     except Exception as exc:  # never expected; a bug here must not cost the other records
         logger.exception("record could not be parsed", extra={"log_event_id": log_event.id})
@@ -270,17 +276,31 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         return _summary(0, 0, 0, skipped, 0, 0)
 
     records: list[alerts.AlertRecord] = []
+    beats: list[heartbeat.Heartbeat] = []
     for log_event in batch.events:
-        outcome = _parse(log_event, ctx)
+        outcome = _parse(log_event, ctx, beats)
         if isinstance(outcome, alerts.Skip):
             _skip(outcome, skipped)
         else:
             records.append(outcome)
 
+    if records and ctx.cluster_name:
+        # The node's EC2 instance as the coverage checker last saw it (best effort, cached).
+        heartbeat.enrich(records, heartbeat.directory_for(ctx.region, ctx.cluster_name))
     found = _map(records, ctx, skipped) if records else []
     coalesced = len(records) - len(found)
     _log_findings(found)
     result = securityhub.import_serialized(securityhub_client(ctx.region), found)
+    written = heartbeat.HeartbeatWrite()
+    if beats and ctx.cluster_name:
+        written = heartbeat.record_heartbeats(
+            heartbeat.dynamodb_client(ctx.region),
+            names.heartbeat_table_name(ctx.cluster_name),
+            beats,
+            cluster=ctx.cluster_name,
+        )
+    metrics.add_metric(name="HeartbeatsRecorded", unit=MetricUnit.Count, value=written.written)
+    metrics.add_metric(name="HeartbeatFailures", unit=MetricUnit.Count, value=len(written.failed))
     _emit_metrics(len(batch.events), skipped, coalesced, result)
     summary = _summary(
         len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced
@@ -310,4 +330,8 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
                 extra={"omitted": len(result.failed) - MAX_FAILURE_LOG_LINES},
             )
         raise ImportFailed(result)
+    if written.failed:
+        # Findings are in; failing lets Lambda retry the event so no heartbeat is lost (both
+        # writes are idempotent).
+        raise heartbeat.HeartbeatsNotRecorded(written.failed)
     return summary

@@ -65,3 +65,23 @@ def custom_product_arn(partition: str, region: str, account_id: str) -> str:
 def log_group_arn(partition: str, region: str, account_id: str, group_name: str) -> str:
     """A log group's ARN as CloudWatch Logs puts it in the KMS encryption context (no `:*`)."""
     return f"arn:{partition}:logs:{region}:{account_id}:log-group:{group_name}"
+
+
+# -- sensor coverage (heartbeats and the coverage checker; docs/coverage.md) ------------------
+# The rule Falco's periodic metrics snapshot is written as (source "internal", Informational):
+# the node's heartbeat. [falco userspace/falco/stats_writer.cpp]
+METRICS_SNAPSHOT_RULE = "Falco internal: metrics snapshot"
+# Coverage findings: Id = COVERAGE_ID_PREFIX + <cluster>/<instance id>/<check>, one per node and
+# check, so re-runs update instead of duplicating; GeneratorId = COVERAGE_GENERATOR_PREFIX + check.
+COVERAGE_ID_PREFIX = "falco/coverage/"
+COVERAGE_GENERATOR_PREFIX = "falco/coverage/"
+
+
+def heartbeat_table_name(cluster_name: str) -> str:
+    """The DynamoDB table of one cluster's heartbeats (the ingest Lambda writes, the checker
+    reads): derived from the cluster so both functions find it from CLUSTER_NAME alone."""
+    return f"{cluster_name}-falco-heartbeats"
+
+
+def securityhub_hub_arn(partition: str, region: str, account_id: str) -> str:
+    return f"arn:{partition}:securityhub:{region}:{account_id}:hub/default"

@@ -313,6 +313,7 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
         "handlers/classification.py",
         "handlers/coalescing.py",
         "handlers/findings.py",
+        "handlers/heartbeat.py",
         "handlers/securityhub.py",
         "handlers/ingest.py",
         "handlers/names.py",

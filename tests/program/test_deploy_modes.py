@@ -133,12 +133,9 @@ def test_existing_cluster_keeps_the_same_findings_pipeline(attached: ProgramRun)
     assert attached.outputs["logGroupName"] == f"/falco/{EXISTING}/alerts"
     assert attached.outputs["clusterName"] == EXISTING
     assert attached.outputs["clusterArn"].endswith(f":cluster/{EXISTING}")
-    for typ in (
-        "aws:lambda/function:Function",
-        "aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter",
-        "aws:securityhub/account:Account",
-    ):
-        attached.mocks.one(typ)
+    attached.mocks.one("aws:lambda/function:Function", "findings-function")
+    attached.mocks.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
+    attached.mocks.one("aws:securityhub/account:Account")
     fluent_bit = attached.mocks.one(RELEASE, "runtime-security-fluent-bit")
     assert f"cluster_name {EXISTING}" in fluent_bit.inputs["values"]["config"]["filters"]
 
@@ -250,7 +247,7 @@ def test_the_home_stack_references_no_other_stack() -> None:
 # -- outputs an operator reaches for -----------------------------------------------------------
 def test_home_stack_exports_queue_topic_triage_insights_function_and_log_groups() -> None:
     home = run(own("us-east-1", triagePermissionSets=["SecurityAnalyst"]))
-    queue = home.mocks.one("aws:sqs/queue:Queue")
+    queue = home.mocks.one("aws:sqs/queue:Queue", "findings-failed-events")
     assert home.outputs["deadLetterQueueUrl"] == queue.outputs["url"]
     assert home.outputs["deadLetterQueueArn"] == queue.outputs["arn"]
     assert home.outputs["alarmTopicArn"] == home.mocks.one("aws:sns/topic:Topic").outputs["arn"]

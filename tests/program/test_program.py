@@ -158,7 +158,7 @@ def test_every_shipped_stack_file_runs_once_its_egress_cidr_is_set(stack_file: P
         else {f"{NS}:publicAccessCidrs": [EGRESS_CIDR]}
     )
     run = run_program(stack_file, overrides)
-    run.mocks.one("aws:lambda/function:Function")
+    run.mocks.one("aws:lambda/function:Function", "findings-function")
     assert len(run.mocks.of_type("kubernetes:helm.sh/v3:Release")) >= 2
 
 
@@ -239,11 +239,19 @@ def test_no_allow_statement_has_a_wildcard_action(program: ProgramRun) -> None:
         assert not wildcards, f"{resource.name}.{key} {statement.get('Sid')}: {wildcards}"
 
 
+# Actions that support no resource-level permissions: "*" is the only Resource AWS accepts, so
+# the statement must narrow them with a condition instead.
+RESOURCE_STAR_ONLY_ACTIONS = {"ec2:DescribeInstances"}
+
+
 def test_wildcard_resources_only_in_kms_key_policies(program: ProgramRun) -> None:
     # In a key policy, Resource "*" means "this key": there is no other way to write it. Anywhere
     # else an Allow on "*" would reach every resource of the account.
     for resource, key, statement in policy_statements(program):
         if statement["Effect"] != "Allow" or resource.type == "aws:kms/key:Key":
+            continue
+        if set(as_list(statement["Action"])) <= RESOURCE_STAR_ONLY_ACTIONS:
+            assert statement.get("Condition"), f"{resource.name}.{key}: {statement['Action']}"
             continue
         assert "NotResource" not in statement, f"{resource.name}.{key}"
         assert "*" not in as_list(statement.get("Resource")), (
@@ -288,7 +296,7 @@ def _listed(value: str | list[str]) -> list[str]:
 
 # -- the alert path: Fluent Bit -> log group -> subscription -> Lambda -> Security Hub -----------
 def test_the_lambda_is_subscribed_to_the_pipelines_log_group(program: ProgramRun) -> None:
-    function = program.mocks.one("aws:lambda/function:Function")
+    function = program.mocks.one("aws:lambda/function:Function", "findings-function")
     subscription = program.mocks.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
     assert subscription.inputs["destinationArn"] == function.outputs["arn"]
     assert subscription.inputs["logGroup"] == program.outputs["logGroupName"]
@@ -296,7 +304,7 @@ def test_the_lambda_is_subscribed_to_the_pipelines_log_group(program: ProgramRun
 
 
 def test_only_cloudwatch_logs_from_that_group_may_invoke_the_lambda(program: ProgramRun) -> None:
-    function = program.mocks.one("aws:lambda/function:Function")
+    function = program.mocks.one("aws:lambda/function:Function", "findings-function")
     (permission,) = [
         p
         for p in program.mocks.of_type("aws:lambda/permission:Permission")
@@ -314,8 +322,10 @@ def test_only_cloudwatch_logs_from_that_group_may_invoke_the_lambda(program: Pro
 
 
 def test_failed_invocations_land_in_the_on_failure_queue(program: ProgramRun) -> None:
-    queue = program.mocks.one("aws:sqs/queue:Queue")
-    config = program.mocks.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
+    queue = program.mocks.one("aws:sqs/queue:Queue", "findings-failed-events")
+    config = program.mocks.one(
+        "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig", "findings-async"
+    )
     assert config.inputs["destinationConfig"]["onFailure"]["destination"] == queue.outputs["arn"]
     assert program.outputs["deadLetterQueueUrl"] == queue.outputs["url"]
 
@@ -351,7 +361,7 @@ def test_runtime_security_waits_for_nodes_and_the_pod_identity_agent(program: Pr
 
 
 def test_the_pipeline_is_configured_from_the_settings(program: ProgramRun) -> None:
-    function = program.mocks.one("aws:lambda/function:Function")
+    function = program.mocks.one("aws:lambda/function:Function", "findings-function")
     assert function.inputs["memorySize"] == setting(program, "lambdaMemoryMb")
     assert function.inputs["timeout"] == setting(program, "lambdaTimeoutSeconds")
     # 0 means no reservation: the argument is left out (a reservation of 0 stops the function).

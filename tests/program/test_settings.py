@@ -309,3 +309,16 @@ def test_an_unknown_audit_detections_mode_is_named() -> None:
     (problem,) = problems(auditDetections="sometimes")
     assert problem.startswith(f'{NS}:auditDetections (Pulumi.us-east-1.yaml): got "sometimes"')
     assert "`auto`, `on` or `off`" in problem
+
+
+def test_coverage_defaults_and_a_grace_shorter_than_one_heartbeat_is_refused() -> None:
+    settings = load()
+    assert (
+        settings.heartbeat_interval_minutes,
+        settings.coverage_check_minutes,
+        settings.coverage_grace_minutes,
+        settings.coverage_drop_threshold_percent,
+    ) == (15, 5, 30, 1)
+    # Falco's first snapshot comes one interval after it starts: every new node would be silent.
+    [line] = problems(heartbeatIntervalMinutes="60", coverageGraceMinutes="31")
+    assert line.startswith(f"{NS}:coverageGraceMinutes (Pulumi.us-east-1.yaml): got 31")

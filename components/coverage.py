@@ -1,0 +1,674 @@
+"""SensorCoverage: know when a node is not watched (docs/coverage.md).
+
+One per cluster; takes the cluster's *name* only, so it works the same for the cluster this
+program creates and for an existing one. It declares:
+
+* the heartbeat table (DynamoDB, on demand, TTL, encrypted with this component's own KMS key),
+  written by the ingest Lambda (a policy attached to its role: UpdateItem on this table only,
+  plus a two-attribute Query for alert enrichment);
+* the coverage checker: a Lambda (``handlers.coverage.handler``) with its own role, log group
+  and on-failure queue, invoked by an EventBridge Scheduler schedule whose role may only invoke
+  that function (and put undeliverable invocations in the same queue);
+* alarms: coverage below 100% for two checks in a row (missing data breaching: a checker that
+  does not run is a gap too), the alert log group silent for two heartbeat intervals (the
+  pipeline's liveness), checker errors, undeliverable failures, and events in the queue.
+
+IAM and key policies are pure functions below (plain arguments, dict results), as in
+findings_pipeline.py, so tests read back what a reviewer sees in `pulumi preview --diff`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.findings_pipeline import (
+    ARCHITECTURE,
+    PROJECT_ROOT,
+    RUNTIME,
+    lambda_assume_role_policy,
+)
+from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from handlers import heartbeat
+from handlers.names import (
+    METRICS_NAMESPACE,
+    custom_product_arn,
+    heartbeat_table_name,
+    log_group_arn,
+    securityhub_hub_arn,
+)
+
+COMPONENT_TYPE = "falco-securityhub:index:SensorCoverage"
+HANDLER = "handlers.coverage.handler"
+
+# The checker's package: its own module and what it imports (a test imports handlers.coverage
+# in a fresh interpreter and fails if it loads a handlers module not listed here).
+CHECKER_MODULES: tuple[str, ...] = (
+    "handlers/__init__.py",
+    "handlers/alerts.py",
+    "handlers/coverage.py",
+    "handlers/findings.py",
+    "handlers/heartbeat.py",
+    "handlers/names.py",
+    "handlers/securityhub.py",
+)
+
+# A check reads the inventory, one table partition and the open coverage findings, and imports
+# only changes: seconds even for hundreds of nodes. The timeout leaves room for botocore's
+# throttling retries.
+CHECKER_TIMEOUT_SECONDS = 120
+CHECKER_MEMORY_MB = 256
+# Lambda retries a failed check twice, a minute or two apart, then parks the event in the queue;
+# a check older than this is superseded by the next scheduled one and goes to the queue instead.
+CHECKER_RETRY_ATTEMPTS = 2
+CHECKER_MAXIMUM_EVENT_AGE_SECONDS = 15 * 60
+# Scheduler's own retries when it cannot hand the event to Lambda (throttling, Lambda errors
+# on Invoke); after that the event goes to the dead-letter queue (the same queue).
+SCHEDULER_RETRY_ATTEMPTS = 3
+FAILED_EVENT_RETENTION_SECONDS = 14 * 24 * 60 * 60
+
+# Attributes the ingest Lambda may touch (its IAM conditions name exactly these).
+INGEST_WRITE_ATTRIBUTES = (
+    heartbeat.CLUSTER,
+    heartbeat.NODE,
+    heartbeat.SEEN_AT,
+    heartbeat.FALCO_VERSION,
+    heartbeat.DROP_PCT,
+    heartbeat.EVENTS,
+    heartbeat.EXPIRES_AT,
+)
+INGEST_READ_ATTRIBUTES = (heartbeat.CLUSTER, heartbeat.NODE, heartbeat.INSTANCE_ID)
+
+
+@dataclass
+class SensorCoverageArgs:
+    cluster_name: str
+    """The EKS cluster's name: created by this program or existing, the checker only needs it."""
+    region: str
+    account_id: str
+    partition: str
+    alert_log_group_name: pulumi.Input[str]
+    """The findings pipeline's alert log group: its IncomingLogEvents are the liveness signal."""
+    ingest_role_name: pulumi.Input[str]
+    """The ingest Lambda's role: gets write access to the heartbeat table."""
+    alarm_topic_arn: pulumi.Input[str]
+    security_hub: pulumi.Resource
+    """Security Hub must be enabled before the checker's first import."""
+    heartbeat_interval_minutes: int
+    check_interval_minutes: int
+    grace_minutes: int
+    drop_threshold_percent: int
+    log_retention_days: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# -- names (pure) ------------------------------------------------------------------------------
+def checker_name_for(cluster_name: str) -> str:
+    name = f"{cluster_name}-falco-coverage"
+    if len(name) > 64:
+        raise ValueError(
+            f"cluster name {cluster_name!r} is too long for the coverage function name {name!r} "
+            "(Lambda allows 64 characters)"
+        )
+    return name
+
+
+def table_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
+    table = heartbeat_table_name(cluster_name)
+    return f"arn:{partition}:dynamodb:{region}:{account_id}:table/{table}"
+
+
+def schedule_expression(minutes: int) -> str:
+    return f"rate({minutes} minutes)" if minutes != 1 else "rate(1 minute)"
+
+
+# -- policies (pure) ---------------------------------------------------------------------------
+def key_policy(partition: str, region: str, account_id: str, checker_log_group: str) -> dict:
+    """The coverage key: the heartbeat table, the checker's log group and its queue.
+
+    - Account root: keeps the key manageable; the roles' IAM policies grant its use, each only
+      through DynamoDB or SQS (kms:ViaService).
+    - DynamoDB may describe the key (what AWS documents for tables with a customer managed key).
+    - CloudWatch Logs only for the checker's log group.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            account_root_statement(partition, account_id, "AccountRootManagesKeyAndDelegatesToIam"),
+            {
+                "Sid": "DynamoDBDescribesTheKey",
+                "Effect": "Allow",
+                "Principal": {"Service": "dynamodb.amazonaws.com"},
+                "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
+                "Resource": "*",
+            },
+            cloudwatch_logs_statement(
+                partition, region, account_id, [checker_log_group], "CloudWatchLogsForTheChecker"
+            ),
+        ],
+    }
+
+
+def _table_key_statement(sid: str, region: str, key_arn: str) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
+        "Resource": key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}},
+    }
+
+
+def ingest_policy(
+    partition: str, region: str, account_id: str, cluster_name: str, key_arn: str
+) -> dict:
+    """What the ingest Lambda gains: write its cluster's heartbeats, read node -> instance."""
+    table = table_arn(partition, region, account_id, cluster_name)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                # Only heartbeat attributes of this cluster's items: it cannot touch the
+                # checker's instance ids or another cluster's rows, nor read items back.
+                "Sid": "RecordHeartbeats",
+                "Effect": "Allow",
+                "Action": "dynamodb:UpdateItem",
+                "Resource": table,
+                "Condition": {
+                    "ForAllValues:StringEquals": {
+                        "dynamodb:LeadingKeys": [cluster_name],
+                        "dynamodb:Attributes": list(INGEST_WRITE_ATTRIBUTES),
+                    },
+                    "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+                },
+            },
+            {
+                # Alert enrichment (heartbeat.InstanceDirectory): node name and instance id only.
+                "Sid": "ReadNodeInstances",
+                "Effect": "Allow",
+                "Action": "dynamodb:Query",
+                "Resource": table,
+                "Condition": {
+                    "ForAllValues:StringEquals": {
+                        "dynamodb:LeadingKeys": [cluster_name],
+                        "dynamodb:Attributes": list(INGEST_READ_ATTRIBUTES),
+                    },
+                    "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"},
+                },
+            },
+            _table_key_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
+        ],
+    }
+
+
+def checker_policy(
+    partition: str,
+    region: str,
+    account_id: str,
+    cluster_name: str,
+    function_log_group: str,
+    queue_arn: str,
+    key_arn: str,
+) -> dict:
+    """Everything the checker may do, each action on the narrowest resource AWS supports."""
+    group = log_group_arn(partition, region, account_id, function_log_group)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "WriteOwnLogStreams",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{group}:*",
+            },
+            {
+                # DescribeInstances supports no resource-level permissions ("*" only) and no tag
+                # conditions; the Region condition keeps it to this stack's Region.
+                "Sid": "ReadTheNodeInventory",
+                "Effect": "Allow",
+                "Action": "ec2:DescribeInstances",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+            },
+            {
+                "Sid": "ReadHeartbeatsAndRecordInstances",
+                "Effect": "Allow",
+                "Action": ["dynamodb:Query", "dynamodb:UpdateItem"],
+                "Resource": table_arn(partition, region, account_id, cluster_name),
+                "Condition": {
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [cluster_name]}
+                },
+            },
+            _table_key_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
+            {
+                "Sid": "ImportCoverageFindings",
+                "Effect": "Allow",
+                "Action": "securityhub:BatchImportFindings",
+                "Resource": custom_product_arn(partition, region, account_id),
+            },
+            {
+                # Which coverage findings are open, so that only changes are imported.
+                "Sid": "ReadOpenCoverageFindings",
+                "Effect": "Allow",
+                "Action": "securityhub:GetFindings",
+                "Resource": securityhub_hub_arn(partition, region, account_id),
+            },
+            {
+                "Sid": "SendFailedChecksToQueue",
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+            },
+            {
+                "Sid": "EncryptFailedChecksForQueue",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"sqs.{region}.amazonaws.com"}},
+            },
+        ],
+    }
+
+
+def scheduler_assume_role_policy(
+    partition: str, region: str, account_id: str, schedule_name: str
+) -> dict:
+    """Only EventBridge Scheduler, for this account's one schedule, may assume the role."""
+    schedule_arn = (
+        f"arn:{partition}:scheduler:{region}:{account_id}:schedule/default/{schedule_name}"
+    )
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "scheduler.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {
+                        "aws:SourceAccount": account_id,
+                        "aws:SourceArn": schedule_arn,
+                    }
+                },
+            }
+        ],
+    }
+
+
+def scheduler_policy(region: str, function_arn: str, queue_arn: str, key_arn: str) -> dict:
+    """Invoke the checker, nothing else; undeliverable invocations go to the queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "InvokeTheChecker",
+                "Effect": "Allow",
+                "Action": "lambda:InvokeFunction",
+                "Resource": [function_arn, f"{function_arn}:*"],
+            },
+            {
+                "Sid": "DeadLetterUndeliverableChecks",
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+            },
+            {
+                "Sid": "EncryptForQueue",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"sqs.{region}.amazonaws.com"}},
+            },
+        ],
+    }
+
+
+def queue_policy(queue_arn: str, sender_role_arns: list[str]) -> dict:
+    """Only the checker's and the scheduler's roles may send, and only over TLS."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyTheCheckerAndItsScheduleSend",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": sender_role_arns}},
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ],
+    }
+
+
+def _json(document: dict[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True)
+
+
+class SensorCoverage(pulumi.ComponentResource):
+    """Heartbeat table, coverage checker and its schedule, coverage and liveness alarms."""
+
+    table_name: pulumi.Output[str]
+    table_arn: pulumi.Output[str]
+    kms_key_arn: pulumi.Output[str]
+    checker_function_name: pulumi.Output[str]
+    failed_checks_queue_url: pulumi.Output[str]
+    coverage_alarm_name: pulumi.Output[str]
+    liveness_alarm_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: SensorCoverageArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        checker = checker_name_for(args.cluster_name)
+        checker_group_name = f"/aws/lambda/{checker}"
+
+        self._key = aws.kms.Key(
+            f"{name}-key",
+            description=f"Falco sensor coverage for {args.cluster_name}: heartbeats, checker",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=_json(
+                key_policy(args.partition, args.region, args.account_id, checker_group_name)
+            ),
+            tags=tags,
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-key-alias",
+            name=f"alias/{checker}",
+            target_key_id=self._key.key_id,
+            opts=child,
+        )
+        after_key = pulumi.ResourceOptions(parent=self, depends_on=[self._key])
+
+        # -- heartbeat table ------------------------------------------------------------------
+        # No point-in-time recovery: the table is state that rebuilds itself within one
+        # heartbeat interval (and instance ids within one check).
+        self._table = aws.dynamodb.Table(
+            f"{name}-heartbeats",
+            name=heartbeat_table_name(args.cluster_name),
+            billing_mode="PAY_PER_REQUEST",
+            hash_key=heartbeat.CLUSTER,
+            range_key=heartbeat.NODE,
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name=heartbeat.CLUSTER, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=heartbeat.NODE, type="S"),
+            ],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name=heartbeat.EXPIRES_AT, enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(
+                enabled=True, kms_key_arn=self._key.arn
+            ),
+            tags=tags,
+            opts=after_key,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-ingest-heartbeats",
+            role=args.ingest_role_name,
+            policy=self._key.arn.apply(
+                lambda key_arn: _json(
+                    ingest_policy(
+                        args.partition, args.region, args.account_id, args.cluster_name, key_arn
+                    )
+                )
+            ),
+            opts=child,
+        )
+
+        # -- checker ------------------------------------------------------------------------
+        self._log_group = aws.cloudwatch.LogGroup(
+            f"{name}-checker-logs",
+            name=checker_group_name,
+            retention_in_days=args.log_retention_days,
+            kms_key_id=self._key.arn,
+            tags=tags,
+            opts=after_key,
+        )
+        self._queue = aws.sqs.Queue(
+            f"{name}-failed-checks",
+            name=f"{checker}-failed",
+            kms_master_key_id=self._key.arn,
+            message_retention_seconds=FAILED_EVENT_RETENTION_SECONDS,
+            tags=tags,
+            opts=after_key,
+        )
+        self._role = aws.iam.Role(
+            f"{name}-checker-role",
+            description=f"Falco coverage checker for {args.cluster_name} in {args.region}",
+            assume_role_policy=_json(lambda_assume_role_policy(args.account_id)),
+            tags=tags,
+            opts=child,
+        )
+        self._role_policy = aws.iam.RolePolicy(
+            f"{name}-checker-policy",
+            role=self._role.id,
+            policy=pulumi.Output.all(self._queue.arn, self._key.arn).apply(
+                lambda arns: _json(
+                    checker_policy(
+                        args.partition,
+                        args.region,
+                        args.account_id,
+                        args.cluster_name,
+                        checker_group_name,
+                        queue_arn=arns[0],
+                        key_arn=arns[1],
+                    )
+                )
+            ),
+            opts=child,
+        )
+        code = pulumi.AssetArchive(
+            {path: pulumi.FileAsset(str(PROJECT_ROOT / path)) for path in CHECKER_MODULES}
+        )
+        self._function = aws.lambda_.Function(
+            f"{name}-checker",
+            name=checker,
+            description=f"Compares Falco heartbeats with the EC2 nodes of {args.cluster_name}",
+            role=self._role.arn,
+            handler=HANDLER,
+            runtime=RUNTIME,
+            architectures=[ARCHITECTURE],
+            code=code,
+            memory_size=CHECKER_MEMORY_MB,
+            timeout=CHECKER_TIMEOUT_SECONDS,
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables={
+                    "CLUSTER_NAME": args.cluster_name,
+                    "HEARTBEAT_INTERVAL_SECONDS": str(args.heartbeat_interval_minutes * 60),
+                    "GRACE_SECONDS": str(args.grace_minutes * 60),
+                    "DROP_THRESHOLD_PERCENT": str(args.drop_threshold_percent),
+                }
+            ),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="Text", log_group=self._log_group.name
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[args.security_hub, self._role_policy, self._log_group, self._table],
+            ),
+        )
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-checker-async",
+            function_name=self._function.name,
+            maximum_retry_attempts=CHECKER_RETRY_ATTEMPTS,
+            maximum_event_age_in_seconds=CHECKER_MAXIMUM_EVENT_AGE_SECONDS,
+            destination_config=aws.lambda_.FunctionEventInvokeConfigDestinationConfigArgs(
+                on_failure=aws.lambda_.FunctionEventInvokeConfigDestinationConfigOnFailureArgs(
+                    destination=self._queue.arn
+                )
+            ),
+            opts=child,
+        )
+
+        # -- schedule -------------------------------------------------------------------------
+        schedule_name = checker
+        self._scheduler_role = aws.iam.Role(
+            f"{name}-scheduler-role",
+            description=f"EventBridge Scheduler: invokes {checker} only",
+            assume_role_policy=_json(
+                scheduler_assume_role_policy(
+                    args.partition, args.region, args.account_id, schedule_name
+                )
+            ),
+            tags=tags,
+            opts=child,
+        )
+        scheduler_policy_resource = aws.iam.RolePolicy(
+            f"{name}-scheduler-policy",
+            role=self._scheduler_role.id,
+            policy=pulumi.Output.all(self._function.arn, self._queue.arn, self._key.arn).apply(
+                lambda arns: _json(scheduler_policy(args.region, arns[0], arns[1], arns[2]))
+            ),
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-failed-checks-policy",
+            queue_url=self._queue.url,
+            policy=pulumi.Output.all(
+                self._queue.arn, self._role.arn, self._scheduler_role.arn
+            ).apply(lambda arns: _json(queue_policy(arns[0], [arns[1], arns[2]]))),
+            opts=child,
+        )
+        self._schedule = aws.scheduler.Schedule(
+            f"{name}-schedule",
+            name=schedule_name,
+            description=f"Falco sensor coverage check of {args.cluster_name}",
+            schedule_expression=schedule_expression(args.check_interval_minutes),
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=self._function.arn,
+                role_arn=self._scheduler_role.arn,
+                input="{}",
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_retry_attempts=SCHEDULER_RETRY_ATTEMPTS,
+                    maximum_event_age_in_seconds=args.check_interval_minutes * 60,
+                ),
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(
+                    arn=self._queue.arn
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_policy_resource]),
+        )
+
+        # -- alarms -------------------------------------------------------------------------
+        alarm = {
+            "alarm_actions": [args.alarm_topic_arn],
+            "ok_actions": [args.alarm_topic_arn],
+            "tags": tags,
+            "opts": child,
+        }
+        self._coverage_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-coverage",
+            name=f"{checker}-below-100",
+            alarm_description=(
+                f"Falco does not watch every node of {args.cluster_name} (two checks in a row), "
+                "or the coverage checker did not run. Security Hub lists each node as a "
+                "'Falco is not reporting' finding; docs/coverage.md says what to do."
+            ),
+            namespace=METRICS_NAMESPACE,
+            metric_name="CoveragePercent",
+            dimensions={"Cluster": args.cluster_name},
+            statistic="Minimum",
+            period=args.check_interval_minutes * 60,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            threshold=100,
+            comparison_operator="LessThanThreshold",
+            # No datapoint means no check ran: coverage unknown is a gap, not "fine".
+            treat_missing_data="breaching",
+            **alarm,
+        )
+        self._liveness_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-liveness",
+            name=f"{checker}-alerts-silent",
+            alarm_description=(
+                f"No Falco output reached the alert log group of {args.cluster_name} for two "
+                "heartbeat intervals: every node sends a heartbeat each interval, so Falco, "
+                "Fluent Bit, or their access to CloudWatch Logs is broken."
+            ),
+            namespace="AWS/Logs",
+            metric_name="IncomingLogEvents",
+            dimensions={"LogGroupName": args.alert_log_group_name},
+            statistic="Sum",
+            period=args.heartbeat_interval_minutes * 60,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            threshold=0,
+            comparison_operator="LessThanOrEqualToThreshold",
+            treat_missing_data="breaching",
+            **alarm,
+        )
+        for role, description, namespace, metric, dimensions in (
+            (
+                "errors",
+                "The coverage check failed (AWS error, or Security Hub refused a finding). "
+                "Lambda retries twice, then parks the event in the failed-checks queue.",
+                "AWS/Lambda",
+                "Errors",
+                {"FunctionName": checker},
+            ),
+            (
+                "destination-failures",
+                "A failed coverage check could not be put in its queue: check the role's "
+                "sqs/kms permissions.",
+                "AWS/Lambda",
+                "DestinationDeliveryFailures",
+                {"FunctionName": checker},
+            ),
+            (
+                "failed-checks",
+                "Coverage checks are waiting in the failed-checks queue (function errors or "
+                "invocations Scheduler could not deliver). The next check runs anyway.",
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                {"QueueName": f"{checker}-failed"},
+            ),
+        ):
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{role}",
+                name=f"{checker}-{role}",
+                alarm_description=description,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dimensions,
+                statistic="Sum" if namespace != "AWS/SQS" else "Maximum",
+                period=300,
+                evaluation_periods=1,
+                threshold=0,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+                **alarm,
+            )
+
+        self.table_name = self._table.name
+        self.table_arn = self._table.arn
+        self.kms_key_arn = self._key.arn
+        self.checker_function_name = self._function.name
+        self.failed_checks_queue_url = self._queue.url
+        self.coverage_alarm_name = self._coverage_alarm.name
+        self.liveness_alarm_name = self._liveness_alarm.name
+        self.register_outputs(
+            {
+                "table_name": self.table_name,
+                "table_arn": self.table_arn,
+                "kms_key_arn": self.kms_key_arn,
+                "checker_function_name": self.checker_function_name,
+                "failed_checks_queue_url": self.failed_checks_queue_url,
+                "coverage_alarm_name": self.coverage_alarm_name,
+                "liveness_alarm_name": self.liveness_alarm_name,
+            }
+        )
