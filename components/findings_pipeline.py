@@ -35,6 +35,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/__init__.py",
     "handlers/alerts.py",
     "handlers/asff.py",
+    "handlers/audit.py",
     "handlers/classification.py",
     "handlers/coalescing.py",
     "handlers/findings.py",

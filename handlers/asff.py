@@ -98,6 +98,7 @@ class Finding(TypedDict):
     Description: str
     Resources: list[FindingResource]
     Process: NotRequired[FindingProcess]
+    Network: NotRequired[dict[str, str]]  # audit alerts: the API request's source address
     ProductFields: dict[str, str]
 
 

@@ -26,10 +26,18 @@ UTF-16 code units; identifiers cut that way keep a hash of the whole value so th
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from typing import Any, Literal, NotRequired, TypedDict
+
+from handlers.asff import (
+    MAX_DETAIL_LENGTH,
+    MAX_DETAILS_OTHER,
+    MAX_RESOURCE_ID_LENGTH,
+    escaped,
+    identifier,
+    truncate,
+)
 
 __all__ = [
     "AUDIT_SOURCE",
@@ -51,20 +59,10 @@ AUDIT_SOURCE = "k8s_audit"
 IAM_ARN_FIELD = "eks.user.arn"
 IAM_CANONICAL_ARN_FIELD = "eks.user.canonical_arn"
 
-# ASFF allows 1024 characters per Details.Other value and 512 for a resource Id; values are cut
-# at 512 like the findings builder's other details, which keeps a finding small whatever the
-# request URI or user agent holds.
-MAX_VALUE_LENGTH = 512
-MAX_RESOURCE_ID_LENGTH = 512
-MAX_DETAILS_OTHER = 50
-TRUNCATION_MARKER = "…[truncated]"
-
+# Values are cut like the findings builder's other details, which keeps a finding small whatever
+# the request URI or user agent holds.
+MAX_VALUE_LENGTH = MAX_DETAIL_LENGTH
 _NOT_AVAILABLE = "<NA>"  # how Falco renders a field it could not extract
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
-    0x09: "\\t",
-    0x0A: "\\n",
-    0x0D: "\\r",
-}
 # An IAM role or user as EKS's authenticator writes it in user.extra.canonicalArn.
 _IAM_PRINCIPAL = re.compile(
     r"arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b):iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}",
@@ -173,7 +171,7 @@ def audit_pieces(output_fields: dict[str, Any], cluster: str | None) -> AuditPie
         assert len(details) <= MAX_DETAILS_OTHER
         resource = {
             "Type": "Other",
-            "Id": _identifier(object_id),
+            "Id": identifier(object_id, MAX_RESOURCE_ID_LENGTH),
             "Details": {"Other": details},
         }
 
@@ -231,7 +229,7 @@ def _scalar_text(value: Any) -> str | None:
 def _clean(value: Any) -> str | None:
     """Usable text: not blank, not "<NA>", control characters escaped, cut to the limit."""
     text = _text(value)
-    return _truncate(text, MAX_VALUE_LENGTH) if text else None
+    return truncate(text, MAX_VALUE_LENGTH) if text else None
 
 
 def _text(value: Any) -> str | None:
@@ -241,38 +239,4 @@ def _text(value: Any) -> str | None:
     value = value.strip()
     if not value or value == _NOT_AVAILABLE:
         return None
-    return _escaped(value)
-
-
-def _escaped(value: str) -> str:
-    if value.isprintable():
-        return value
-    # Control characters would let a request forge lines in consoles and tickets; lone
-    # surrogates (JSON can carry them, UTF-8 cannot) would make the finding unsendable.
-    return value.translate(_CONTROL_ESCAPES).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _utf16_length(value: str) -> int:
-    return len(value.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _prefix(value: str, room: int) -> str:
-    cut = value[:room]
-    if _utf16_length(cut) <= room:
-        return cut
-    return cut.encode("utf-16-le", "surrogatepass")[: 2 * room].decode("utf-16-le", "ignore")
-
-
-def _truncate(value: str, limit: int) -> str:
-    if _utf16_length(value) <= limit:
-        return value
-    return _prefix(value, limit - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
-
-
-def _identifier(value: str) -> str:
-    """An Id within the limit; a cut one ends with a hash of the whole so two stay distinct."""
-    if _utf16_length(value) <= MAX_RESOURCE_ID_LENGTH:
-        return value
-    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
-    suffix = TRUNCATION_MARKER + digest
-    return _prefix(value, MAX_RESOURCE_ID_LENGTH - len(suffix)) + suffix
+    return escaped(value)

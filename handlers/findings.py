@@ -59,6 +59,7 @@ from handlers.asff import (
     short_hash,
     truncate,
 )
+from handlers.audit import AuditPieces, audit_pieces
 from handlers.classification import (
     APPLICATION_BEHAVIOR,
     AUDIT_LOG_SOURCES,
@@ -305,6 +306,7 @@ def _finding(
     tag_types, tags = _tag_facts(record.alert.get("tags"))
     finding_id = FINDING_ID_PREFIX + _identity_digest(alert, first)
     description, description_cut = _description(alert)
+    audit = audit_pieces(alert.fields, alert.cluster) if alert.is_audit else None
     finding: Finding = {
         "SchemaVersion": asff.SCHEMA_VERSION,
         "Id": call.unique_id(finding_id, record, group_key),
@@ -319,7 +321,7 @@ def _finding(
         "LastObservedAt": last.text,
         **_classification(alert, tag_types),  # type: ignore[typeddict-item]
         "Description": description,
-        "Resources": _resources(alert, call),
+        "Resources": _resources(alert, call, audit),
         "ProductFields": _product_fields(
             alert, call, tags, first, last, occurrences, full_output=description_cut
         ),
@@ -327,6 +329,8 @@ def _finding(
     process = _process(alert.fields)
     if process:
         finding["Process"] = process
+    if audit and audit["network"]:
+        finding["Network"] = audit["network"]  # type: ignore[typeddict-item]  # the request's source
     return finding, _within_size(finding)
 
 
@@ -528,8 +532,9 @@ def _description(alert: _Alert) -> tuple[str, bool]:
     return truncate(text, asff.MAX_DESCRIPTION_LENGTH), False
 
 
-def _resources(alert: _Alert, call: _Call) -> list[FindingResource]:
-    """Primary first: the container or audit target, the node, the cluster."""
+def _resources(alert: _Alert, call: _Call, audit: AuditPieces | None) -> list[FindingResource]:
+    """Primary first: the container, or the audit target and the IAM principal who acted; the
+    node; the cluster."""
     record, fields, ctx = alert.record, alert.fields, call.ctx
     cluster = alert.cluster or "-"
     resources: list[FindingResource] = []
@@ -544,23 +549,12 @@ def _resources(alert: _Alert, call: _Call) -> list[FindingResource]:
         image = tuple(fields.get(key) for key in _CONTAINER_DETAIL_KEYS)
         details = call.once(_container_details, name, image, tuple(map(type, image)))
         resources.append(_resource("Container", ref, ctx, details))
-    elif alert.is_audit:
-        kind = _clean(fields.get("ka.target.resource"))
-        name = _clean(fields.get("ka.target.name"))
-        if kind or name:
-            namespace = _clean(fields.get("ka.target.namespace"))
-            other = {
-                label: value
-                for label, value in (
-                    ("Namespace", namespace),
-                    ("Resource", kind),
-                    ("Name", name),
-                    ("Subresource", _clean(fields.get("ka.target.subresource"))),
-                )
-                if value
-            }
-            ref = f"k8s/{cluster}/{namespace or '-'}/{kind or '-'}/{name or '-'}"
-            resources.append(_resource("Other", ref, ctx, {"Other": other}))
+    elif audit is not None:
+        # The Kubernetes object, and the IAM principal who acted (handlers/audit.py).
+        for piece in (audit["resource"], audit["actor_resource"]):
+            if piece is not None:
+                details = piece.get("Details")
+                resources.append(_resource(piece["Type"], piece["Id"], ctx, details))  # type: ignore[arg-type]
 
     if alert.is_syscall:
         # The node the event happened on: for host alerts the subject, for containers the place

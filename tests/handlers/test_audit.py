@@ -18,10 +18,11 @@ from asff_limits import (
     MAX_DETAILS_OTHER,
     MAX_DETAILS_OTHER_VALUE,
     MAX_ID,
+    assert_within_asff_limits,
     utf16_length,
 )
 
-from handlers import alerts
+from handlers import alerts, findings
 from handlers.audit import AuditPieces, audit_pieces
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "k8saudit_eks_records.jsonl"
@@ -221,3 +222,32 @@ def test_an_sts_session_arn_names_no_iam_resource() -> None:
 def test_the_pieces_serialize_as_json() -> None:
     for rule in RECORDS:
         json.dumps(pieces_of(rule), allow_nan=False)
+
+
+def test_a_shipped_audit_alert_becomes_a_finding_naming_object_actor_and_source() -> None:
+    """The whole mapping: the audit alert as this deployment ships it -> one ASFF finding."""
+    ctx = findings.FindingContext(account_id="123456789012", region="us-east-1")
+    for rule, record in RECORDS.items():
+        produced = findings.to_finding(record, ctx)
+        assert_within_asff_limits(dict(produced))
+        pieces = pieces_of(rule)
+        resources = produced["Resources"]
+        if pieces["resource"] is not None:
+            assert resources[0]["Id"] == pieces["resource"]["Id"], rule
+            assert resources[0]["Details"] == pieces["resource"]["Details"], rule
+        if pieces["actor_resource"] is not None:
+            assert pieces["actor_resource"]["Id"] in [r["Id"] for r in resources], rule
+        assert produced.get("Network") == pieces["network"], rule
+        assert resources[-1]["Type"] == "AwsEksCluster", rule
+        # Audit events happen in the API, not on Falco's node: no node resource.
+        assert not [r for r in resources if r["Type"] == "AwsEc2Instance"], rule
+
+
+def test_the_exec_finding_carries_the_iam_role_and_the_client_address() -> None:
+    ctx = findings.FindingContext(account_id="123456789012", region="us-east-1")
+    produced = findings.to_finding(RECORDS["Attach/Exec Pod"], ctx)
+    types = [r["Type"] for r in produced["Resources"]]
+    assert types[0] == "Other"
+    assert "AwsIamRole" in types
+    assert produced["Network"]["Direction"] == "IN"
+    assert produced["Network"].get("SourceIpV4") or produced["Network"].get("SourceIpV6")

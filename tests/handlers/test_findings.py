@@ -500,10 +500,12 @@ def test_k8s_audit_alert_names_the_kubernetes_object_not_falcos_node():
     target = produced["Resources"][0]
     assert target["Id"] == "k8s/prod/default/pods/kubecon"
     assert target["Details"]["Other"] == {
+        "Cluster": "prod",
         "Namespace": "default",
         "Resource": "pods",
         "Name": "kubecon",
         "Subresource": "exec",
+        "User": "kubernetes-admin",
     }
 
 
