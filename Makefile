@@ -26,15 +26,16 @@ $(POLICY_STAMP): policy/requirements.txt
 demo: $(STAMP)
 	$(PY) -m handlers demo
 
-## test: lint, the whole test suite (handler against moto, program under Pulumi mocks, policy
-## checks), the policy pack itself over gRPC, then the GitHub workflows against GitHub's schema
-## and zizmor's audit (both offline)
+## test: lint, the policy pack itself over gRPC, the GitHub workflows against GitHub's schema and
+## zizmor's audit (both offline), then the whole test suite (handler against moto, program under
+## Pulumi mocks, policy checks)
 test: $(STAMP) $(POLICY_STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2
+	$(PY) -m ruff format --check .
 	$(POLICY_VENV)/bin/python policy/smoke.py
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
+	$(PY) -m pytest -n 2
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
