@@ -9,6 +9,7 @@ role and its queue), and that a single-sender queue policy names the role as IAM
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import pulumi
@@ -73,16 +74,8 @@ class Caller(pulumi.ComponentResource):
                     function_alarm(FUNCTION, "errors", "errors", "Errors", 60),
                     failed_queue_alarm(FUNCTION, "failed", "queued"),
                 ],
-                names=ResourceNames(
-                    log_group=f"{name}-logs",
-                    queue=f"{name}-failed",
-                    queue_policy=f"{name}-failed-policy",
-                    role=f"{name}-role",
-                    role_policy=f"{name}-role-policy",
-                    function=f"{name}-function",
-                    invoke_config=f"{name}-async",
-                    alarm_prefix=name,
-                ),
+                # Any distinct names will do here; the callers keep their historical ones.
+                names=ResourceNames(**{f.name: f"{name}-{f.name}" for f in fields(ResourceNames)}),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
