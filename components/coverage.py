@@ -6,9 +6,9 @@ program creates and for an existing one. It declares:
 * the heartbeat table (DynamoDB, on demand, TTL, encrypted with this component's own KMS key),
   written by the ingest Lambda (a policy attached to its role: UpdateItem on this table only,
   plus a two-attribute Query for alert enrichment);
-* the coverage checker: a Lambda (``handlers.coverage.handler``) with its own role, log group
-  and on-failure queue, invoked by an EventBridge Scheduler schedule whose role may only invoke
-  that function (and put undeliverable invocations in the same queue);
+* the coverage checker: a MonitoredFunction (``handlers.coverage.handler``) with its own role,
+  log group and on-failure queue, invoked by an EventBridge Scheduler schedule whose role may
+  only invoke that function (and put undeliverable invocations in the same queue);
 * alarms: coverage below 100% for two checks in a row (missing data breaching: a checker that
   does not run is a gap too), the alert log group silent for two heartbeat intervals (the
   pipeline's liveness), checker errors, undeliverable failures, and events in the queue.
@@ -19,26 +19,30 @@ findings_pipeline.py, so tests read back what a reviewer sees in `pulumi preview
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from components.findings_pipeline import (
-    ARCHITECTURE,
-    PROJECT_ROOT,
-    RUNTIME,
-    lambda_assume_role_policy,
-)
 from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from components.monitored_function import (
+    AlarmSpec,
+    MonitoredFunction,
+    MonitoredFunctionArgs,
+    ResourceNames,
+    failed_queue_alarm,
+    function_alarm,
+    function_log_group_name_for,
+    on_failure_queue_statements,
+    own_log_streams_statement,
+    policy_json,
+)
 from handlers import heartbeat
 from handlers.names import (
     METRICS_NAMESPACE,
     custom_product_arn,
     heartbeat_table_name,
-    log_group_arn,
     securityhub_hub_arn,
 )
 
@@ -69,7 +73,6 @@ CHECKER_MAXIMUM_EVENT_AGE_SECONDS = 15 * 60
 # Scheduler's own retries when it cannot hand the event to Lambda (throttling, Lambda errors
 # on Invoke); after that the event goes to the dead-letter queue (the same queue).
 SCHEDULER_RETRY_ATTEMPTS = 3
-FAILED_EVENT_RETENTION_SECONDS = 14 * 24 * 60 * 60
 
 # Attributes the ingest Lambda may touch (its IAM conditions name exactly these).
 INGEST_WRITE_ATTRIBUTES = (
@@ -215,16 +218,10 @@ def checker_policy(
     key_arn: str,
 ) -> dict:
     """Everything the checker may do, each action on the narrowest resource AWS supports."""
-    group = log_group_arn(partition, region, account_id, function_log_group)
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "WriteOwnLogStreams",
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": f"{group}:*",
-            },
+            own_log_streams_statement(partition, region, account_id, function_log_group),
             {
                 # DescribeInstances supports no resource-level permissions ("*" only) and no tag
                 # conditions; the Region condition keeps it to this stack's Region.
@@ -257,19 +254,13 @@ def checker_policy(
                 "Action": "securityhub:GetFindings",
                 "Resource": securityhub_hub_arn(partition, region, account_id),
             },
-            {
-                "Sid": "SendFailedChecksToQueue",
-                "Effect": "Allow",
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-            },
-            {
-                "Sid": "EncryptFailedChecksForQueue",
-                "Effect": "Allow",
-                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-                "Resource": key_arn,
-                "Condition": {"StringEquals": {"kms:ViaService": f"sqs.{region}.amazonaws.com"}},
-            },
+            *on_failure_queue_statements(
+                region,
+                queue_arn,
+                key_arn,
+                send_sid="SendFailedChecksToQueue",
+                encrypt_sid="EncryptFailedChecksForQueue",
+            ),
         ],
     }
 
@@ -327,33 +318,32 @@ def scheduler_policy(region: str, function_arn: str, queue_arn: str, key_arn: st
     }
 
 
-def queue_policy(queue_arn: str, sender_role_arns: list[str]) -> dict:
-    """Only the checker's and the scheduler's roles may send, and only over TLS."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "OnlyTheCheckerAndItsScheduleSend",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": sender_role_arns}},
-            },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:*",
-                "Resource": queue_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
-        ],
-    }
-
-
-def _json(document: dict[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True)
+def _checker_alarms(checker: str) -> list[AlarmSpec]:
+    """The checker's own failures; the coverage and liveness alarms are SensorCoverage's."""
+    return [
+        function_alarm(
+            checker,
+            "errors",
+            "The coverage check failed (AWS error, or Security Hub refused a finding). "
+            "Lambda retries twice, then parks the event in the failed-checks queue.",
+            "Errors",
+            300,
+        ),
+        function_alarm(
+            checker,
+            "destination-failures",
+            "A failed coverage check could not be put in its queue: check the role's "
+            "sqs/kms permissions.",
+            "DestinationDeliveryFailures",
+            300,
+        ),
+        failed_queue_alarm(
+            checker,
+            "failed-checks",
+            "Coverage checks are waiting in the failed-checks queue (function errors or "
+            "invocations Scheduler could not deliver). The next check runs anyway.",
+        ),
+    ]
 
 
 class SensorCoverage(pulumi.ComponentResource):
@@ -374,14 +364,14 @@ class SensorCoverage(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         checker = checker_name_for(args.cluster_name)
-        checker_group_name = f"/aws/lambda/{checker}"
+        checker_group_name = function_log_group_name_for(checker)
 
         self._key = aws.kms.Key(
             f"{name}-key",
             description=f"Falco sensor coverage for {args.cluster_name}: heartbeats, checker",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=_json(
+            policy=policy_json(
                 key_policy(args.partition, args.region, args.account_id, checker_group_name)
             ),
             tags=tags,
@@ -419,7 +409,7 @@ class SensorCoverage(pulumi.ComponentResource):
             f"{name}-ingest-heartbeats",
             role=args.ingest_role_name,
             policy=self._key.arn.apply(
-                lambda key_arn: _json(
+                lambda key_arn: policy_json(
                     ingest_policy(
                         args.partition, args.region, args.account_id, args.cluster_name, key_arn
                     )
@@ -428,98 +418,13 @@ class SensorCoverage(pulumi.ComponentResource):
             opts=child,
         )
 
-        # -- checker ------------------------------------------------------------------------
-        self._log_group = aws.cloudwatch.LogGroup(
-            f"{name}-checker-logs",
-            name=checker_group_name,
-            retention_in_days=args.log_retention_days,
-            kms_key_id=self._key.arn,
-            tags=tags,
-            opts=after_key,
-        )
-        self._queue = aws.sqs.Queue(
-            f"{name}-failed-checks",
-            name=f"{checker}-failed",
-            kms_master_key_id=self._key.arn,
-            message_retention_seconds=FAILED_EVENT_RETENTION_SECONDS,
-            tags=tags,
-            opts=after_key,
-        )
-        self._role = aws.iam.Role(
-            f"{name}-checker-role",
-            description=f"Falco coverage checker for {args.cluster_name} in {args.region}",
-            assume_role_policy=_json(lambda_assume_role_policy(args.account_id)),
-            tags=tags,
-            opts=child,
-        )
-        self._role_policy = aws.iam.RolePolicy(
-            f"{name}-checker-policy",
-            role=self._role.id,
-            policy=pulumi.Output.all(self._queue.arn, self._key.arn).apply(
-                lambda arns: _json(
-                    checker_policy(
-                        args.partition,
-                        args.region,
-                        args.account_id,
-                        args.cluster_name,
-                        checker_group_name,
-                        queue_arn=arns[0],
-                        key_arn=arns[1],
-                    )
-                )
-            ),
-            opts=child,
-        )
-        code = pulumi.AssetArchive(
-            {path: pulumi.FileAsset(str(PROJECT_ROOT / path)) for path in CHECKER_MODULES}
-        )
-        self._function = aws.lambda_.Function(
-            f"{name}-checker",
-            name=checker,
-            description=f"Compares Falco heartbeats with the EC2 nodes of {args.cluster_name}",
-            role=self._role.arn,
-            handler=HANDLER,
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            code=code,
-            memory_size=CHECKER_MEMORY_MB,
-            timeout=CHECKER_TIMEOUT_SECONDS,
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
-                    "CLUSTER_NAME": args.cluster_name,
-                    "HEARTBEAT_INTERVAL_SECONDS": str(args.heartbeat_interval_minutes * 60),
-                    "GRACE_SECONDS": str(args.grace_minutes * 60),
-                    "DROP_THRESHOLD_PERCENT": str(args.drop_threshold_percent),
-                }
-            ),
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="Text", log_group=self._log_group.name
-            ),
-            tags=tags,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[args.security_hub, self._role_policy, self._log_group, self._table],
-            ),
-        )
-        aws.lambda_.FunctionEventInvokeConfig(
-            f"{name}-checker-async",
-            function_name=self._function.name,
-            maximum_retry_attempts=CHECKER_RETRY_ATTEMPTS,
-            maximum_event_age_in_seconds=CHECKER_MAXIMUM_EVENT_AGE_SECONDS,
-            destination_config=aws.lambda_.FunctionEventInvokeConfigDestinationConfigArgs(
-                on_failure=aws.lambda_.FunctionEventInvokeConfigDestinationConfigOnFailureArgs(
-                    destination=self._queue.arn
-                )
-            ),
-            opts=child,
-        )
-
-        # -- schedule -------------------------------------------------------------------------
+        # -- checker and its schedule --------------------------------------------------------
+        # The scheduler's role comes first: it may fill the checker's queue too.
         schedule_name = checker
         self._scheduler_role = aws.iam.Role(
             f"{name}-scheduler-role",
             description=f"EventBridge Scheduler: invokes {checker} only",
-            assume_role_policy=_json(
+            assume_role_policy=policy_json(
                 scheduler_assume_role_policy(
                     args.partition, args.region, args.account_id, schedule_name
                 )
@@ -527,20 +432,66 @@ class SensorCoverage(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        scheduler_policy_resource = aws.iam.RolePolicy(
-            f"{name}-scheduler-policy",
-            role=self._scheduler_role.id,
-            policy=pulumi.Output.all(self._function.arn, self._queue.arn, self._key.arn).apply(
-                lambda arns: _json(scheduler_policy(args.region, arns[0], arns[1], arns[2]))
+        self._checker = MonitoredFunction(
+            f"{name}-checker",
+            MonitoredFunctionArgs(
+                function_name=checker,
+                description=f"Compares Falco heartbeats with the EC2 nodes of {args.cluster_name}",
+                handler=HANDLER,
+                modules=CHECKER_MODULES,
+                memory_mb=CHECKER_MEMORY_MB,
+                timeout_seconds=CHECKER_TIMEOUT_SECONDS,
+                environment={
+                    "CLUSTER_NAME": args.cluster_name,
+                    "HEARTBEAT_INTERVAL_SECONDS": str(args.heartbeat_interval_minutes * 60),
+                    "GRACE_SECONDS": str(args.grace_minutes * 60),
+                    "DROP_THRESHOLD_PERCENT": str(args.drop_threshold_percent),
+                },
+                region=args.region,
+                account_id=args.account_id,
+                key=self._key,
+                log_retention_days=args.log_retention_days,
+                role_description=(
+                    f"Falco coverage checker for {args.cluster_name} in {args.region}"
+                ),
+                role_policy=lambda queue_arn, key_arn: checker_policy(
+                    args.partition,
+                    args.region,
+                    args.account_id,
+                    args.cluster_name,
+                    checker_group_name,
+                    queue_arn=queue_arn,
+                    key_arn=key_arn,
+                ),
+                queue_sender_sid="OnlyTheCheckerAndItsScheduleSend",
+                extra_queue_senders=[self._scheduler_role.arn],
+                maximum_retry_attempts=CHECKER_RETRY_ATTEMPTS,
+                maximum_event_age_seconds=CHECKER_MAXIMUM_EVENT_AGE_SECONDS,
+                alarm_topic_arn=args.alarm_topic_arn,
+                alarms=_checker_alarms(checker),
+                depends_on=[args.security_hub, self._table],
+                names=ResourceNames(
+                    log_group=f"{name}-checker-logs",
+                    queue=f"{name}-failed-checks",
+                    queue_policy=f"{name}-failed-checks-policy",
+                    role=f"{name}-checker-role",
+                    role_policy=f"{name}-checker-policy",
+                    function=f"{name}-checker",
+                    invoke_config=f"{name}-checker-async",
+                    alarm_prefix=name,
+                ),
+                tags=tags,
             ),
             opts=child,
         )
-        aws.sqs.QueuePolicy(
-            f"{name}-failed-checks-policy",
-            queue_url=self._queue.url,
+        scheduler_policy_resource = aws.iam.RolePolicy(
+            f"{name}-scheduler-policy",
+            role=self._scheduler_role.id,
             policy=pulumi.Output.all(
-                self._queue.arn, self._role.arn, self._scheduler_role.arn
-            ).apply(lambda arns: _json(queue_policy(arns[0], [arns[1], arns[2]]))),
+                self._checker.function_arn, self._checker.queue_arn, self._key.arn
+            ).apply(
+                lambda arns: policy_json(scheduler_policy(args.region, arns[0], arns[1], arns[2]))
+            ),
             opts=child,
         )
         self._schedule = aws.scheduler.Schedule(
@@ -550,7 +501,7 @@ class SensorCoverage(pulumi.ComponentResource):
             schedule_expression=schedule_expression(args.check_interval_minutes),
             flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
             target=aws.scheduler.ScheduleTargetArgs(
-                arn=self._function.arn,
+                arn=self._checker.function_arn,
                 role_arn=self._scheduler_role.arn,
                 input="{}",
                 retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
@@ -558,7 +509,7 @@ class SensorCoverage(pulumi.ComponentResource):
                     maximum_event_age_in_seconds=args.check_interval_minutes * 60,
                 ),
                 dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(
-                    arn=self._queue.arn
+                    arn=self._checker.queue_arn
                 ),
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_policy_resource]),
@@ -612,53 +563,11 @@ class SensorCoverage(pulumi.ComponentResource):
             treat_missing_data="breaching",
             **alarm,
         )
-        for role, description, namespace, metric, dimensions in (
-            (
-                "errors",
-                "The coverage check failed (AWS error, or Security Hub refused a finding). "
-                "Lambda retries twice, then parks the event in the failed-checks queue.",
-                "AWS/Lambda",
-                "Errors",
-                {"FunctionName": checker},
-            ),
-            (
-                "destination-failures",
-                "A failed coverage check could not be put in its queue: check the role's "
-                "sqs/kms permissions.",
-                "AWS/Lambda",
-                "DestinationDeliveryFailures",
-                {"FunctionName": checker},
-            ),
-            (
-                "failed-checks",
-                "Coverage checks are waiting in the failed-checks queue (function errors or "
-                "invocations Scheduler could not deliver). The next check runs anyway.",
-                "AWS/SQS",
-                "ApproximateNumberOfMessagesVisible",
-                {"QueueName": f"{checker}-failed"},
-            ),
-        ):
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-{role}",
-                name=f"{checker}-{role}",
-                alarm_description=description,
-                namespace=namespace,
-                metric_name=metric,
-                dimensions=dimensions,
-                statistic="Sum" if namespace != "AWS/SQS" else "Maximum",
-                period=300,
-                evaluation_periods=1,
-                threshold=0,
-                comparison_operator="GreaterThanThreshold",
-                treat_missing_data="notBreaching",
-                **alarm,
-            )
-
         self.table_name = self._table.name
         self.table_arn = self._table.arn
         self.kms_key_arn = self._key.arn
-        self.checker_function_name = self._function.name
-        self.failed_checks_queue_url = self._queue.url
+        self.checker_function_name = self._checker.function_name
+        self.failed_checks_queue_url = self._checker.queue_url
         self.coverage_alarm_name = self._coverage_alarm.name
         self.liveness_alarm_name = self._liveness_alarm.name
         self.register_outputs(

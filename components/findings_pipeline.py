@@ -6,22 +6,38 @@ function's own log group and the on-failure queue (CloudWatch Logs through the k
 through the function role's policy; see `key_policy`); the alarm topic has a key of its own, the
 only one CloudWatch alarms may use (`alarm_key_policy`), so alarms can never decrypt alert data.
 
-IAM and resource policies are built by the pure functions in this module (plain `str` arguments,
-`dict` result) so tests read back exactly what a reviewer would see in `pulumi preview --diff`.
+The function, with its log group, role, on-failure queue and alarms, is a MonitoredFunction
+(components/monitored_function.py). IAM and resource policies are built by pure functions, here
+and there (plain `str` arguments, `dict` result), so tests read back exactly what a reviewer would
+see in `pulumi preview --diff`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from components.key_policy import account_root_statement, cloudwatch_logs_statement
-from handlers.names import METRICS_NAMESPACE, SERVICE_NAME, custom_product_arn, log_group_arn
+
+# The function's runtime, Powertools version and package root, named here too (`as`: re-exported).
+from components.monitored_function import POWERTOOLS_VERSION as POWERTOOLS_VERSION
+from components.monitored_function import PROJECT_ROOT as PROJECT_ROOT
+from components.monitored_function import RUNTIME as RUNTIME
+from components.monitored_function import (
+    AlarmSpec,
+    MonitoredFunction,
+    MonitoredFunctionArgs,
+    ResourceNames,
+    failed_queue_alarm,
+    function_alarm,
+    function_log_group_name_for,
+    on_failure_queue_statements,
+    own_log_streams_statement,
+    policy_json,
+)
+from handlers.names import METRICS_NAMESPACE, SERVICE_NAME, custom_product_arn
 
 COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
@@ -45,22 +61,6 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/names.py",
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-# The runtime and the Powertools layer must move together: the layer is built per Python version
-# (some of its dependencies are compiled), so a python3.13 function needs the python313 layer.
-# pulumi-aws 7.51 knows python3.14, but the AWS-managed Powertools layer this stack pins is the
-# python312 build (the version requirements.txt tests against), so the runtime is python3.12.
-RUNTIME = aws.lambda_.Runtime.PYTHON3D12
-ARCHITECTURE = "arm64"
-
-# The Powertools version in requirements.txt (a test checks they agree): the tests run against it,
-# so the function gets the same one. AWS publishes each version's layer ARN, per region,
-# architecture and Python version, as a public SSM parameter; reading it at deploy time pins the
-# exact version without hard-coding a layer number that differs between releases.
-POWERTOOLS_VERSION = "3.37.0"
-
-
 # Lambda retries a failed asynchronous invocation twice (the maximum) before handing the event to
 # the on-failure queue: the handler is idempotent (finding Ids are derived from the log event), so
 # a retry never duplicates a finding.
@@ -69,8 +69,6 @@ MAXIMUM_RETRY_ATTEMPTS = 2
 # kept for the maximum of 6 hours before going to the on-failure queue: a late finding is better
 # than a parked one, and anything older is still kept for 14 days in the queue below.
 MAXIMUM_EVENT_AGE_SECONDS = 6 * 60 * 60
-# The longest SQS keeps a message: time to notice the alarm and re-drive by hand.
-FAILED_EVENT_RETENTION_SECONDS = 14 * 24 * 60 * 60
 
 # Every Falco JSON alert carries the keys "rule" and "priority" (Falco >= 0.33 always writes them).
 # Two plain terms match them in every shape Fluent Bit ships: the raw alert, a record with the alert
@@ -114,16 +112,6 @@ def function_name_for(cluster_name: str) -> str:
 
 def alert_log_group_name_for(cluster_name: str) -> str:
     return f"/falco/{cluster_name}/alerts"
-
-
-def function_log_group_name_for(function_name: str) -> str:
-    return f"/aws/lambda/{function_name}"
-
-
-def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:
-    """The public SSM parameter whose value is the AWS-managed Powertools layer ARN for
-    RUNTIME and ARCHITECTURE (e.g. ``/aws/service/powertools/python/arm64/python3.12/3.37.0``)."""
-    return f"/aws/service/powertools/python/{ARCHITECTURE}/{RUNTIME.value}/{version}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,21 +166,6 @@ def alarm_key_policy(partition: str, account_id: str) -> dict:
     }
 
 
-def lambda_assume_role_policy(account_id: str) -> dict:
-    """Only the Lambda service, acting for this account, may assume the function role."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-            }
-        ],
-    }
-
-
 def lambda_role_policy(
     partition: str,
     region: str,
@@ -202,65 +175,23 @@ def lambda_role_policy(
     key_arn: str,
 ) -> dict:
     """Everything the function may do, each action on exactly one resource."""
-    group = log_group_arn(partition, region, account_id, function_log_group)
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                # The group itself is created by this component; the function only adds streams
-                # and events to it (no logs:CreateLogGroup, so it cannot make an unencrypted one).
-                "Sid": "WriteOwnLogStreams",
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": f"{group}:*",
-            },
+            own_log_streams_statement(partition, region, account_id, function_log_group),
             {
                 "Sid": "ImportFindingsAsThisAccountsCustomProduct",
                 "Effect": "Allow",
                 "Action": "securityhub:BatchImportFindings",
                 "Resource": custom_product_arn(partition, region, account_id),
             },
-            {
-                # Lambda delivers failed asynchronous events to the on-failure destination with
-                # the function's execution role.
-                "Sid": "SendFailedEventsToOnFailureQueue",
-                "Effect": "Allow",
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-            },
-            {
-                # SendMessage to a KMS-encrypted queue needs a data key; only through SQS.
-                "Sid": "EncryptFailedEventsForQueue",
-                "Effect": "Allow",
-                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-                "Resource": key_arn,
-                "Condition": {"StringEquals": {"kms:ViaService": f"sqs.{region}.amazonaws.com"}},
-            },
-        ],
-    }
-
-
-def queue_policy(queue_arn: str, function_role_arn: str) -> dict:
-    """Only the function's role may put messages in the on-failure queue, and only over TLS."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "OnlyTheFindingsFunctionSends",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": function_role_arn}},
-            },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:*",
-                "Resource": queue_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            *on_failure_queue_statements(
+                region,
+                queue_arn,
+                key_arn,
+                send_sid="SendFailedEventsToOnFailureQueue",
+                encrypt_sid="EncryptFailedEventsForQueue",
+            ),
         ],
     }
 
@@ -287,18 +218,53 @@ def alarm_topic_policy(partition: str, region: str, account_id: str, topic_arn: 
     }
 
 
-def _json(document: dict[str, Any]) -> str:
-    return json.dumps(document, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class _AlarmSpec:
-    role: str
-    description: str
-    namespace: str
-    metric_name: str
-    statistic: str
-    period: int
+def _alarms(function_name: str) -> list[AlarmSpec]:
+    """One alarm per way an alert can fail to become a finding; docs/security-hub.md says
+    what to do when each fires."""
+    return [
+        function_alarm(
+            function_name,
+            "errors",
+            "Findings function failed: an invocation raised (Security Hub rejected "
+            "findings, or a bug). Lambda retries twice, then parks the event in the "
+            "on-failure queue.",
+            "Errors",
+            60,
+        ),
+        function_alarm(
+            function_name,
+            "throttles",
+            "Findings function throttled at its reserved concurrency: alerts arrive late "
+            "(Lambda retries throttled events for up to 6 hours).",
+            "Throttles",
+            300,
+        ),
+        function_alarm(
+            function_name,
+            "destination-failures",
+            "Lambda could not deliver a failed event to the on-failure queue: that alert "
+            "is lost. Check the function role's sqs/kms permissions.",
+            "DestinationDeliveryFailures",
+            60,
+        ),
+        AlarmSpec(
+            "import-failures",
+            "Security Hub refused findings after the handler's retries (the function "
+            "then fails and Lambda retries the event). The function's log says why.",
+            METRICS_NAMESPACE,
+            "ImportFailures",
+            "Sum",
+            300,
+            # Powertools Metrics adds the service name as the `service` dimension.
+            {"service": SERVICE_NAME},
+        ),
+        failed_queue_alarm(
+            function_name,
+            "failed-events",
+            "Events are waiting in the on-failure queue: alerts that never became "
+            "findings. Fix the cause, then re-drive (docs/security-hub.md).",
+        ),
+    ]
 
 
 class FindingsPipeline(pulumi.ComponentResource):
@@ -335,7 +301,7 @@ class FindingsPipeline(pulumi.ComponentResource):
             description=f"Falco findings pipeline for {args.cluster_name}: logs and queue",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=_json(
+            policy=policy_json(
                 key_policy(
                     args.partition,
                     args.region,
@@ -354,7 +320,7 @@ class FindingsPipeline(pulumi.ComponentResource):
         )
         after_key = pulumi.ResourceOptions(parent=self, depends_on=[self._key])
 
-        # -- log groups ---------------------------------------------------------------------
+        # -- alert log group ----------------------------------------------------------------
         self._alert_log_group = aws.cloudwatch.LogGroup(
             f"{name}-alerts",
             name=alert_group_name,
@@ -363,32 +329,14 @@ class FindingsPipeline(pulumi.ComponentResource):
             tags=tags,
             opts=after_key,
         )
-        # Created here, encrypted and with retention, before the function exists: otherwise Lambda
-        # creates /aws/lambda/<name> on first run, unencrypted and kept forever.
-        self._function_log_group = aws.cloudwatch.LogGroup(
-            f"{name}-function-logs",
-            name=function_group_name,
-            retention_in_days=args.log_retention_days,
-            kms_key_id=self._key.arn,
-            tags=tags,
-            opts=after_key,
-        )
 
-        # -- on-failure queue and alarm topic -----------------------------------------------
-        self._failed_events = aws.sqs.Queue(
-            f"{name}-failed-events",
-            name=f"{function_name}-failed",
-            kms_master_key_id=self._key.arn,
-            message_retention_seconds=FAILED_EVENT_RETENTION_SECONDS,
-            tags=tags,
-            opts=after_key,
-        )
+        # -- alarm topic ----------------------------------------------------------------------
         self._alarm_key = aws.kms.Key(
             f"{name}-alarms-key",
             description=f"Falco findings pipeline for {args.cluster_name}: alarm notifications",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=_json(alarm_key_policy(args.partition, args.account_id)),
+            policy=policy_json(alarm_key_policy(args.partition, args.account_id)),
             tags=tags,
             opts=child,
         )
@@ -403,7 +351,7 @@ class FindingsPipeline(pulumi.ComponentResource):
             f"{name}-alarms-policy",
             arn=self._alarm_topic.arn,
             policy=self._alarm_topic.arn.apply(
-                lambda arn: _json(
+                lambda arn: policy_json(
                     alarm_topic_policy(args.partition, args.region, args.account_id, arn)
                 )
             ),
@@ -419,96 +367,65 @@ class FindingsPipeline(pulumi.ComponentResource):
                 opts=child,
             )
 
-        # -- function role ------------------------------------------------------------------
-        self._role = aws.iam.Role(
-            f"{name}-role",
-            description=f"Falco findings function for {args.cluster_name} in {args.region}",
-            assume_role_policy=_json(lambda_assume_role_policy(args.account_id)),
-            tags=tags,
-            opts=child,
-        )
-        self._role_policy = aws.iam.RolePolicy(
-            f"{name}-role-policy",
-            role=self._role.id,
-            policy=pulumi.Output.all(self._failed_events.arn, self._key.arn).apply(
-                lambda arns: _json(
-                    lambda_role_policy(
-                        args.partition,
-                        args.region,
-                        args.account_id,
-                        function_group_name,
-                        queue_arn=arns[0],
-                        key_arn=arns[1],
-                    )
-                )
-            ),
-            opts=child,
-        )
-        aws.sqs.QueuePolicy(
-            f"{name}-failed-events-policy",
-            queue_url=self._failed_events.url,
-            policy=pulumi.Output.all(self._failed_events.arn, self._role.arn).apply(
-                lambda arns: _json(queue_policy(arns[0], arns[1]))
-            ),
-            opts=child,
-        )
-
         # -- function -----------------------------------------------------------------------
-        powertools_layer = aws.ssm.get_parameter_output(
-            name=powertools_layer_parameter(), opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        code = pulumi.AssetArchive(
-            {path: pulumi.FileAsset(str(PROJECT_ROOT / path)) for path in HANDLER_MODULES}
-        )
-        self._function = aws.lambda_.Function(
-            f"{name}-function",
-            name=function_name,
-            description=f"Imports Falco alerts from {alert_group_name} into Security Hub",
-            role=self._role.arn,
-            handler=HANDLER,
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            code=code,
-            layers=[powertools_layer.value],
-            memory_size=args.lambda_memory_mb,
-            timeout=args.lambda_timeout_seconds,
-            # Reserved concurrency C bounds the BatchImportFindings rate, whose quota is 10 req/s
-            # (burst 30) per account and region. Each instance sends its calls one after another
-            # (one per 100 findings), and a call takes roughly 200-500 ms, so an instance makes at
-            # most ~2-5 req/s and C instances at most ~C x 2-5 req/s: C = 2-3 stays within the
-            # sustained rate; beyond it the 429s are retried by botocore, refused findings by the
-            # handler, and throttled invocations by Lambda. None (the default) omits the argument:
-            # no reservation, which new accounts with a concurrency quota of 10 cannot make.
-            reserved_concurrent_executions=args.reserved_concurrency,
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
+        self._function = MonitoredFunction(
+            f"{name}-ingest",
+            MonitoredFunctionArgs(
+                function_name=function_name,
+                description=f"Imports Falco alerts from {alert_group_name} into Security Hub",
+                handler=HANDLER,
+                modules=HANDLER_MODULES,
+                memory_mb=args.lambda_memory_mb,
+                timeout_seconds=args.lambda_timeout_seconds,
+                # Reserved concurrency C bounds the BatchImportFindings rate, whose quota is 10
+                # req/s (burst 30) per account and region. Each instance sends its calls one after
+                # another (one per 100 findings), and a call takes roughly 200-500 ms, so an
+                # instance makes at most ~2-5 req/s and C instances at most ~C x 2-5 req/s: C = 2-3
+                # stays within the sustained rate; beyond it the 429s are retried by botocore,
+                # refused findings by the handler, and throttled invocations by Lambda. None (the
+                # default) omits the argument: no reservation, which new accounts with a
+                # concurrency quota of 10 cannot make.
+                reserved_concurrency=args.reserved_concurrency,
+                powertools_layer=True,
+                environment={
                     "CLUSTER_NAME": args.cluster_name,
                     "MIN_PRIORITY": args.min_priority,
                     "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                     "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                }
-            ),
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="Text", log_group=self._function_log_group.name
-            ),
-            tags=tags,
-            # Security Hub must be enabled before the first import; the role's permissions and the
-            # encrypted log group must exist before the first invocation.
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[args.security_hub, self._role_policy, self._function_log_group],
-            ),
-        )
-
-        self._event_invoke_config = aws.lambda_.FunctionEventInvokeConfig(
-            f"{name}-async",
-            function_name=self._function.name,
-            maximum_retry_attempts=MAXIMUM_RETRY_ATTEMPTS,
-            maximum_event_age_in_seconds=MAXIMUM_EVENT_AGE_SECONDS,
-            destination_config=aws.lambda_.FunctionEventInvokeConfigDestinationConfigArgs(
-                on_failure=aws.lambda_.FunctionEventInvokeConfigDestinationConfigOnFailureArgs(
-                    destination=self._failed_events.arn
-                )
+                },
+                region=args.region,
+                account_id=args.account_id,
+                key=self._key,
+                log_retention_days=args.log_retention_days,
+                role_description=(
+                    f"Falco findings function for {args.cluster_name} in {args.region}"
+                ),
+                role_policy=lambda queue_arn, key_arn: lambda_role_policy(
+                    args.partition,
+                    args.region,
+                    args.account_id,
+                    function_group_name,
+                    queue_arn=queue_arn,
+                    key_arn=key_arn,
+                ),
+                queue_sender_sid="OnlyTheFindingsFunctionSends",
+                maximum_retry_attempts=MAXIMUM_RETRY_ATTEMPTS,
+                maximum_event_age_seconds=MAXIMUM_EVENT_AGE_SECONDS,
+                alarm_topic_arn=self._alarm_topic.arn,
+                alarms=_alarms(function_name),
+                # Security Hub must be enabled before the first import.
+                depends_on=[args.security_hub],
+                names=ResourceNames(
+                    log_group=f"{name}-function-logs",
+                    queue=f"{name}-failed-events",
+                    queue_policy=f"{name}-failed-events-policy",
+                    role=f"{name}-role",
+                    role_policy=f"{name}-role-policy",
+                    function=f"{name}-function",
+                    invoke_config=f"{name}-async",
+                    alarm_prefix=name,
+                ),
+                tags=tags,
             ),
             opts=child,
         )
@@ -517,7 +434,7 @@ class FindingsPipeline(pulumi.ComponentResource):
         self._permission = aws.lambda_.Permission(
             f"{name}-invoke-from-logs",
             action="lambda:InvokeFunction",
-            function=self._function.name,
+            function=self._function.function_name,
             principal=f"logs.{args.region}.amazonaws.com",
             source_arn=self._alert_log_group.arn.apply(lambda arn: f"{arn}:*"),
             source_account=args.account_id,
@@ -532,27 +449,24 @@ class FindingsPipeline(pulumi.ComponentResource):
             name=f"{function_name}-subscription",
             log_group=self._alert_log_group.name,
             filter_pattern=FILTER_PATTERN,
-            destination_arn=self._function.arn,
+            destination_arn=self._function.function_arn,
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self._permission, self._event_invoke_config]
+                parent=self, depends_on=[self._permission, self._function.event_invoke_config]
             ),
         )
-
-        # -- alarms -------------------------------------------------------------------------
-        self._alarms = self._declare_alarms(name, function_name, tags)
 
         self.kms_key_arn = self._key.arn
         self.log_group_name = self._alert_log_group.name
         self.log_group_arn = self._alert_log_group.arn
-        self.function_log_group_name = self._function_log_group.name
-        self.function_name = self._function.name
-        self.function_arn = self._function.arn
-        self.dead_letter_queue_url = self._failed_events.url
-        self.dead_letter_queue_arn = self._failed_events.arn
+        self.function_log_group_name = self._function.log_group_name
+        self.function_name = self._function.function_name
+        self.function_arn = self._function.function_arn
+        self.dead_letter_queue_url = self._function.queue_url
+        self.dead_letter_queue_arn = self._function.queue_arn
         self.alarm_topic_arn = self._alarm_topic.arn
         self.alarm_key_arn = self._alarm_key.arn
         # Sensor coverage (components/coverage.py) attaches the heartbeat table's policy here.
-        self.function_role_name = self._role.id  # an IAM role's id is its name
+        self.function_role_name = self._function.role_name
         self.register_outputs(
             {
                 "kms_key_arn": self.kms_key_arn,
@@ -568,98 +482,3 @@ class FindingsPipeline(pulumi.ComponentResource):
                 "function_role_name": self.function_role_name,
             }
         )
-
-    def _declare_alarms(
-        self, name: str, function_name: str, tags: dict[str, str]
-    ) -> list[aws.cloudwatch.MetricAlarm]:
-        """One alarm per way an alert can fail to become a finding; docs/security-hub.md says
-        what to do when each fires."""
-        function_dimensions = {"FunctionName": function_name}
-        specs = [
-            (
-                _AlarmSpec(
-                    "errors",
-                    "Findings function failed: an invocation raised (Security Hub rejected "
-                    "findings, or a bug). Lambda retries twice, then parks the event in the "
-                    "on-failure queue.",
-                    "AWS/Lambda",
-                    "Errors",
-                    "Sum",
-                    60,
-                ),
-                function_dimensions,
-            ),
-            (
-                _AlarmSpec(
-                    "throttles",
-                    "Findings function throttled at its reserved concurrency: alerts arrive late "
-                    "(Lambda retries throttled events for up to 6 hours).",
-                    "AWS/Lambda",
-                    "Throttles",
-                    "Sum",
-                    300,
-                ),
-                function_dimensions,
-            ),
-            (
-                _AlarmSpec(
-                    "destination-failures",
-                    "Lambda could not deliver a failed event to the on-failure queue: that alert "
-                    "is lost. Check the function role's sqs/kms permissions.",
-                    "AWS/Lambda",
-                    "DestinationDeliveryFailures",
-                    "Sum",
-                    60,
-                ),
-                function_dimensions,
-            ),
-            (
-                _AlarmSpec(
-                    "import-failures",
-                    "Security Hub refused findings after the handler's retries (the function "
-                    "then fails and Lambda retries the event). The function's log says why.",
-                    METRICS_NAMESPACE,
-                    "ImportFailures",
-                    "Sum",
-                    300,
-                ),
-                # Powertools Metrics adds the service name as the `service` dimension.
-                {"service": SERVICE_NAME},
-            ),
-            (
-                _AlarmSpec(
-                    "failed-events",
-                    "Events are waiting in the on-failure queue: alerts that never became "
-                    "findings. Fix the cause, then re-drive (docs/security-hub.md).",
-                    "AWS/SQS",
-                    "ApproximateNumberOfMessagesVisible",
-                    "Maximum",
-                    300,
-                ),
-                {"QueueName": f"{function_name}-failed"},
-            ),
-        ]
-        alarms = []
-        for spec, dimensions in specs:
-            alarms.append(
-                aws.cloudwatch.MetricAlarm(
-                    f"{name}-{spec.role}",
-                    name=f"{function_name}-{spec.role}",
-                    alarm_description=spec.description,
-                    namespace=spec.namespace,
-                    metric_name=spec.metric_name,
-                    dimensions=dimensions,
-                    statistic=spec.statistic,
-                    period=spec.period,
-                    evaluation_periods=1,
-                    threshold=0,
-                    comparison_operator="GreaterThanThreshold",
-                    # No datapoints means no invocations (or an empty, idle queue): nothing wrong.
-                    treat_missing_data="notBreaching",
-                    alarm_actions=[self._alarm_topic.arn],
-                    ok_actions=[self._alarm_topic.arn],
-                    tags=tags,
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
-            )
-        return alarms
