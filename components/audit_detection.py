@@ -216,14 +216,10 @@ def split_custom_rules(text: str | None) -> CustomRulesSplit:
     """
     if text is None or not text.strip():
         return CustomRulesSplit(None, None)
-    items = yaml.safe_load(text)
-    if not isinstance(items, list):
-        raise ValueError("a Falco rules file is a YAML list of rule/macro/list items")
+    items = yaml.safe_load(text)  # a list of mappings: the settings checked it
     routed: dict[str, list[Any]] = {_SYSCALL: [], _AUDIT: []}
     defined: dict[tuple[str, str], frozenset[str]] = {}
-    for index, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise ValueError(f"item {index} of the custom rules file is not a mapping")
+    for item in items:
         if "required_plugin_versions" in item:
             entries = item["required_plugin_versions"] or []
             for target, wanted in ((_AUDIT, True), (_SYSCALL, False)):

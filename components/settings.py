@@ -715,6 +715,9 @@ def _read_rules(path_text: str, base_dir: Path) -> str | None:
         raise ValueError(f"not valid YAML ({error})") from error
     if not isinstance(rules, list):
         raise ValueError("a Falco rules file is a YAML list of rule/macro/list items")
+    for index, item in enumerate(rules, start=1):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {index} is not a rule, macro or list (a YAML mapping)")
     return text
 
 

@@ -370,11 +370,6 @@ def test_no_custom_rules_means_nothing_to_load() -> None:
     assert ad.split_custom_rules("  \n") == ad.CustomRulesSplit(None, None)
 
 
-def test_a_custom_rules_item_that_is_not_a_mapping_is_named() -> None:
-    with pytest.raises(ValueError, match="item 2 "):
-        ad.split_custom_rules("- rule: a\n  condition: x\n- just text\n")
-
-
 # -- on, off, auto -----------------------------------------------------------------------------
 def test_a_created_cluster_gets_audit_detections_by_default() -> None:
     assert ad.audit_detections_enabled("auto", CLUSTER, CONTROL_PLANE_LOG_TYPES) is True

@@ -322,3 +322,12 @@ def test_coverage_defaults_and_a_grace_shorter_than_one_heartbeat_is_refused() -
     # Falco's first snapshot comes one interval after it starts: every new node would be silent.
     [line] = problems(heartbeatIntervalMinutes="60", coverageGraceMinutes="31")
     assert line.startswith(f"{NS}:coverageGraceMinutes (Pulumi.us-east-1.yaml): got 31")
+
+
+def test_a_custom_rules_item_that_is_not_a_mapping_is_named(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text("- rule: a\n  condition: x\n- just text\n")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(config(falcoCustomRulesFile="rules.yaml"), "us-east-1", project_dir=tmp_path)
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{NS}:falcoCustomRulesFile (Pulumi.us-east-1.yaml)")
+    assert "item 2 is not a rule, macro or list" in problem
