@@ -81,6 +81,7 @@ from handlers.names import (
 
 __all__ = [
     "Finding",
+    "FindingBuilder",
     "FindingContext",
     "coalesce",
     "coalesce_texts",
@@ -194,8 +195,33 @@ def _coalesced(
 ) -> Iterator[tuple[Finding, str]]:
     call = _Call(ctx)
     for group in coalescing.groups(records):
-        occurrences = group.count if group.count > 1 else None
-        yield _finding(group.record, call, group.first, group.last, occurrences, group.key)
+        yield _group_finding(group, call)
+
+
+def _group_finding(group: coalescing.Group, call: _Call) -> tuple[Finding, str]:
+    occurrences = group.count if group.count > 1 else None
+    return _finding(group.record, call, group.first, group.last, occurrences, group.key)
+
+
+class FindingBuilder:
+    """The findings of one batch, one group (or alert) at a time, as Id and finding_json text:
+    what the handler streams to Security Hub. The same Ids and texts as :func:`coalesce_texts`
+    gives for the batch's records."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, ctx: FindingContext) -> None:
+        self._call = _Call(ctx)
+
+    def group_text(self, group: coalescing.Group) -> tuple[str, str]:
+        finding, text = _group_finding(group, self._call)
+        return finding["Id"], text
+
+    def alert_text(self, record: AlertRecord) -> tuple[str, str]:
+        """One alert alone (not coalesced)."""
+        observed = observed_time(record)
+        finding, text = _finding(record, self._call, observed, observed, None, None)
+        return finding["Id"], text
 
 
 # --- one finding ------------------------------------------------------------------------------
