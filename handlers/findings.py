@@ -4,10 +4,11 @@ environment, no clock.
 Decisions a reader needs (the tests pin each one):
 
 * ``Id`` = ``falco/alert/<sha256>`` of the alert's identity: rule, priority, source, hostname, the
-  event time (normalised to UTC) and ``output``. Re-delivery of the same log event gives the same
-  Id, so Security Hub updates the finding instead of adding one; any other alert, including the
-  same rule a nanosecond later, gets another. Without ``output`` the output fields stand in;
-  without a usable event time the CloudWatch log event id does.
+  event time (normalised to UTC), ``output``, the output fields and every other key of the alert,
+  and the record's cluster. Re-delivery of the same log event gives the same Id, so Security Hub
+  updates the finding instead of adding one; any other alert, including the same rule a
+  nanosecond later or with other output fields, gets another. Without a usable event time the
+  CloudWatch log event id stands in for it.
 * ``GeneratorId`` = ``falco/rule/<slug of the rule name>``, stable per rule.
 * Times: when the alert happened (``alerts.observed_time``), normalised to UTC.
 * Severity: Emergency/Alert/Critical -> CRITICAL, Error -> HIGH, Warning -> MEDIUM, Notice -> LOW,
@@ -41,7 +42,6 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, TypedDict, TypeVar
 
 from handlers import asff, coalescing
@@ -59,6 +59,7 @@ from handlers.asff import (
     short_hash,
     truncate,
 )
+from handlers.caching import bounded_cache
 from handlers.classification import (
     APPLICATION_BEHAVIOR,
     AUDIT_LOG_SOURCES,
@@ -407,7 +408,7 @@ def _within_size(finding: Finding) -> str:
     return text
 
 
-@lru_cache(maxsize=1024)
+@bounded_cache(maxsize=1024, max_chars=1024)
 def _rule_text(rule: str, limit: int) -> str:
     return truncate(escaped(rule), limit)
 
@@ -419,7 +420,7 @@ def _tag_facts(tags: Any) -> tuple[tuple[str, ...], str | None]:
     return _string_tag_facts(tuple(tag for tag in tags if isinstance(tag, str)))
 
 
-@lru_cache(maxsize=2048)
+@bounded_cache(maxsize=2048, max_chars=2048)
 def _string_tag_facts(tags: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
     text = escaped(",".join(tags))
     shown = truncate(text, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH) if text.strip() else None
@@ -500,7 +501,7 @@ def _is_known(value: Any) -> bool:
     return value is not None and value != _NOT_AVAILABLE
 
 
-@lru_cache(maxsize=4096)
+@bounded_cache(maxsize=4096, max_chars=256)
 def _output_field_key(key: str) -> str:
     room = asff.MAX_PRODUCT_FIELD_KEY_LENGTH - len(OUTPUT_FIELD_PREFIX)
     return OUTPUT_FIELD_PREFIX + identifier(escaped(key) or "-", room)
@@ -697,19 +698,48 @@ def _canonical_priority(alert: dict[str, Any]) -> str:
     return parse_priority(alert.get("priority"))  # type: ignore[arg-type]
 
 
+# The alert's keys the identity names one by one; every other key goes in as JSON.
+_IDENTITY_KEYS = frozenset({"rule", "priority", "source", "hostname", "time", "output"})
+
+
 def _identity_digest(alert: _Alert, observed: ObservedTime) -> str:
-    output = alert.output if alert.output is not None else _canonical_json(alert.fields)
+    """Everything that tells two alerts apart: rule, priority, source, hostname, the event time,
+    ``output``, the output fields and any other key of the alert (as JSON, in the order Falco
+    wrote them, which a re-delivery repeats), and the cluster the record names. Two alerts that
+    differ only in ``output_fields`` get different Ids; re-delivery gives the same Id."""
+    raw = alert.record.alert
+    rest = {key: value for key, value in raw.items() if key not in _IDENTITY_KEYS}
     if observed.from_alert:
-        parts: tuple[str, ...] = (observed.text, output)
+        when: tuple[str, ...] = (observed.text,)
     else:
         # Without the event's own time, the log event id is what tells two alerts apart.
-        parts = ("", alert.record.log_event_id, output)
-    return sha256(
-        "\x1f".join((alert.rule, alert.priority, alert.source or "", alert.hostname or "", *parts))
+        when = ("", alert.record.log_event_id)
+    parts = (
+        alert.rule,
+        alert.priority,
+        alert.source or "",
+        alert.hostname or "",
+        alert.record.cluster_name or "",
+        *when,
+        alert.output if alert.output is not None else "",
+        _identity_json(rest),
     )
+    return sha256("\x1f".join(parts))
 
 
-@lru_cache(maxsize=1024)
+def _identity_json(value: Any) -> str:
+    try:
+        return _IDENTITY_ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return _canonical_json(value)
+
+
+_IDENTITY_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
+
+
+@bounded_cache(maxsize=1024, max_chars=1024)
 def _generator_id(rule: str) -> str:
     slug = _SLUG_BREAK.sub("-", rule.lower()).strip("-")
     if not slug:

@@ -219,6 +219,11 @@ def _coalesce(
         if isinstance(outcome, alerts.Skip):
             _skip(outcome, skipped)
             continue
+        if outcome.note is not None:
+            logger.warning(
+                "record kept with a note",
+                extra={"log_event_id": outcome.log_event_id, "note": outcome.note},
+            )
         if directory is not None:
             # The node's EC2 instance as the coverage checker last saw it (best effort, cached):
             # before coalescing, which tells instances apart.
