@@ -155,10 +155,21 @@ def decode_subscription_event(event: Mapping[str, Any]) -> LogBatch:
     except (binascii.Error, ValueError) as exc:
         raise InvalidEvent(f"awslogs.data is not base64: {exc}") from exc
     raw = _gunzip(compressed)
+    del compressed
+    # json.loads(bytes) would decode them into a str and hold both while it parses: a 1 MB storm
+    # payload inflates to ~40 MB. Decoded here, the bytes are freed before the parse.
     try:
-        payload = json.loads(raw)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            f"awslogs.data is not JSON text: {exc.reason} at byte {exc.start}"
+        ) from exc
+    del raw
+    try:
+        payload = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"awslogs.data does not hold JSON: {_brief(exc)}") from exc
+    del text
     if not isinstance(payload, dict):
         raise InvalidEvent(f"awslogs.data holds a JSON {_json_kind(payload)}, not an object")
 
