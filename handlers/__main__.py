@@ -1,4 +1,5 @@
-"""``python -m handlers``: the command line (``replay``, ``demo``). Not shipped in the Lambda."""
+"""``python -m handlers``: the command line (``replay``, ``redrive``, ``demo``). Not shipped in the
+Lambda."""
 
 from __future__ import annotations
 
@@ -57,6 +58,34 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit 1 when a line is not a Falco alert"
     )
 
+    redrive = commands.add_parser(
+        "redrive",
+        help="re-import the events in the Lambda's on-failure queue, deleting those that land",
+        description=(
+            "Read the Lambda's on-failure records from an SQS queue, run each original event "
+            "(requestPayload) through the handler again, and delete a message only once all "
+            "its findings are in Security Hub. Harmless to run twice. Exit status: 0 all "
+            "redriven, 1 some message still failing (left in the queue), 2 usage error."
+        ),
+    )
+    redrive.add_argument("--queue-url", required=True, help="the on-failure queue's URL")
+    redrive.add_argument("--region", help="Region of the queue and of Security Hub")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="read and check the records; import nothing"
+    )
+    redrive.add_argument("--profile", help="AWS named profile for credentials")
+    redrive.add_argument("--cluster-name", help="the function's CLUSTER_NAME (default: env)")
+    redrive.add_argument("--min-priority", help="the function's MIN_PRIORITY (default: env)")
+    redrive.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    redrive.add_argument(
+        "--verbose", action="store_true", help="the handler's JSON logs and metrics on stderr"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="replay the bundled alerts through the real handler into emulated Security Hub",
@@ -84,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return demo.main(verbose=args.verbose)
 
+    if args.command == "redrive":
+        return _redrive(args)
+
     from handlers import replay
 
     if args.account_id and not args.dry_run:
@@ -105,6 +137,26 @@ def _run(args: argparse.Namespace) -> int:
         return replay.run(options, stdout=sys.stdout, stderr=sys.stderr)
     except replay.UsageError as exc:
         print(f"replay: {exc}", file=sys.stderr)
+        return 2
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from handlers import redrive
+
+    options = redrive.RedriveOptions(
+        queue_url=args.queue_url,
+        region=args.region,
+        dry_run=args.dry_run,
+        profile=args.profile,
+        cluster_name=args.cluster_name,
+        min_priority=args.min_priority,
+        progress=args.progress,
+        verbose=args.verbose,
+    )
+    try:
+        return redrive.run(options, stdout=sys.stdout, stderr=sys.stderr)
+    except redrive.UsageError as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
         return 2
 
 
