@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 POLICY_VENV := policy/venv
 POLICY_STAMP := $(POLICY_VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench loadtest clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,12 @@ demo: $(STAMP)
 	$(PY) -m handlers demo
 
 ## test: lint, the whole test suite (handler against moto, program under Pulumi mocks, policy
-## checks), the policy pack itself over gRPC, then the GitHub workflows against GitHub's schema
+## checks), the load test, the policy pack itself over gRPC, then the GitHub workflows against GitHub's schema
 ## and zizmor's audit (both offline)
 test: $(STAMP) $(POLICY_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2
+	$(PY) bench/loadtest.py
 	$(POLICY_VENV)/bin/python policy/smoke.py
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
@@ -43,6 +44,11 @@ lint: $(STAMP)
 ## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
+
+## loadtest: many concurrent invocations against Security Hub's quota (emulated, with an outage),
+## Lambda's retries and on-failure queue, then redrive; fails if any alert is lost
+loadtest: $(STAMP)
+	$(PY) bench/loadtest.py
 
 clean:
 	rm -rf $(VENV) $(POLICY_VENV) .pytest_cache .ruff_cache .hypothesis
