@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--strict", action="store_true", help="exit 1 when a line is not a Falco alert"
     )
+    replay.add_argument(
+        "--from-line",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at line N (resume an interrupted replay; it prints the N to use)",
+    )
 
     redrive = commands.add_parser(
         "redrive",
@@ -132,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
         account_id=args.account_id,
         progress=args.progress,
         strict=args.strict,
+        from_line=max(1, args.from_line),
     )
     try:
         return replay.run(options, stdout=sys.stdout, stderr=sys.stderr)
