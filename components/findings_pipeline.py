@@ -35,6 +35,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/__init__.py",
     "handlers/alerts.py",
     "handlers/asff.py",
+    "handlers/caching.py",
     "handlers/classification.py",
     "handlers/coalescing.py",
     "handlers/findings.py",

@@ -310,6 +310,7 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
         "handlers/__init__.py",
         "handlers/alerts.py",
         "handlers/asff.py",
+        "handlers/caching.py",
         "handlers/classification.py",
         "handlers/coalescing.py",
         "handlers/findings.py",
