@@ -17,25 +17,29 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def size_of(value: Any) -> int:
-    """Characters in a string, or in the strings of a tuple (plus one per item); 1 otherwise."""
+    """Characters in a string, or in the items of a tuple of strings (plus one per item)."""
     if type(value) is str:
         return len(value)
     if type(value) is tuple:
-        return sum(len(item) if type(item) is str else 1 for item in value) + len(value)
+        try:
+            return sum(map(len, value)) + len(value)
+        except TypeError:  # not all strings
+            return sum(len(item) if type(item) is str else 1 for item in value) + len(value)
     return 1
 
 
 def bounded_cache(maxsize: int, max_chars: int) -> Callable[[_F], _F]:
-    """lru_cache(maxsize) for calls whose positional arguments hold at most ``max_chars``
-    characters; larger calls are computed every time. ``cache_info``/``cache_clear`` as usual."""
+    """lru_cache(maxsize) for calls whose first argument (the key that comes from alerts; the
+    others are small fixed values such as limits) holds at most ``max_chars`` characters; larger
+    calls are computed every time. ``cache_info``/``cache_clear`` as usual."""
 
     def decorate(function: _F) -> _F:
         cached = lru_cache(maxsize=maxsize)(function)
 
-        def call(*args: Any) -> Any:
-            if sum(map(size_of, args)) > max_chars:
-                return function(*args)
-            return cached(*args)
+        def call(key: Any, *rest: Any) -> Any:
+            if (len(key) if type(key) is str else size_of(key)) > max_chars:
+                return function(key, *rest)
+            return cached(key, *rest)
 
         wrapper = update_wrapper(call, function)
         wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]

@@ -42,6 +42,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypedDict, TypeVar
 
 from handlers import asff, coalescing
@@ -474,10 +475,16 @@ def _product_fields(
             # the limit in UTF-16 code units because within half of it in characters.
             if value.isprintable() and 0 < len(value) <= _SHORT_TEXT and not value.isspace():
                 if value != _NOT_AVAILABLE:
-                    product[_output_field_key(name)] = value
+                    product[
+                        _cached_field_key(name)
+                        if len(name) <= _MAX_CACHED_FIELD_NAME
+                        else _field_key(name)
+                    ] = value
                 continue
         elif kind is int and -_SHORT_INTEGER < value < _SHORT_INTEGER:
-            product[_output_field_key(name)] = str(value)
+            product[
+                _cached_field_key(name) if len(name) <= _MAX_CACHED_FIELD_NAME else _field_key(name)
+            ] = str(value)
             continue
         elif value is None:
             continue  # "not known": leaving it out keeps room for the fields that are known
@@ -501,10 +508,22 @@ def _is_known(value: Any) -> bool:
     return value is not None and value != _NOT_AVAILABLE
 
 
-@bounded_cache(maxsize=4096, max_chars=256)
-def _output_field_key(key: str) -> str:
+def _field_key(key: str) -> str:
     room = asff.MAX_PRODUCT_FIELD_KEY_LENGTH - len(OUTPUT_FIELD_PREFIX)
     return OUTPUT_FIELD_PREFIX + identifier(escaped(key) or "-", room)
+
+
+# Called for every output field of every alert: lru_cache itself (C), with the key's size checked
+# by the caller (_output_field_key) instead of by a bounded_cache wrapper (a Python call each).
+_cached_field_key = lru_cache(maxsize=4096)(_field_key)
+_MAX_CACHED_FIELD_NAME = 256
+
+
+def _output_field_key(key: str) -> str:
+    """The ProductFields key of an output field; names over 256 characters are not cached."""
+    if len(key) <= _MAX_CACHED_FIELD_NAME:
+        return _cached_field_key(key)
+    return _field_key(key)
 
 
 def _render_value(value: Any) -> str:
