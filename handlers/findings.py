@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 from handlers import asff, coalescing
 from handlers.alerts import AlertRecord, ObservedTime, Skip, falco_time_from_ns, observed_time
@@ -288,6 +288,7 @@ class _Alert:
     is_audit: bool
     is_container: bool
     is_syscall: bool
+    rule_facts: _RuleFacts
 
 
 def _read_alert(record: AlertRecord, default_cluster: str | None) -> _Alert:
@@ -316,6 +317,7 @@ def _read_alert(record: AlertRecord, default_cluster: str | None) -> _Alert:
         is_audit=is_audit,
         is_container=not is_audit and container_id not in (None, "host"),
         is_syscall=not is_audit and (source is None or source in SYSCALL_SOURCES),
+        rule_facts=_rule_facts(rule),
     )
 
 
@@ -372,8 +374,8 @@ def _classification(alert: _Alert, tag_types: tuple[str, ...]) -> _Classificatio
     types = tag_types or (_behavior_type(alert),)
     label = SEVERITY_LABELS[alert.priority]
     return {
-        "GeneratorId": _generator_id(alert.rule),
-        "Title": _rule_text(alert.rule, asff.MAX_TITLE_LENGTH),
+        "GeneratorId": alert.rule_facts.generator_id,
+        "Title": alert.rule_facts.title,
         "Types": list(types),
         "Severity": {"Label": label, "Original": alert.priority},
         "FindingProviderFields": {
@@ -409,9 +411,22 @@ def _within_size(finding: Finding) -> str:
     return text
 
 
+class _RuleFacts(NamedTuple):
+    generator_id: str
+    title: str
+    field_text: str  # the falco/rule product field
+
+
 @bounded_cache(maxsize=1024, max_chars=1024)
-def _rule_text(rule: str, limit: int) -> str:
-    return truncate(escaped(rule), limit)
+def _rule_facts(rule: str) -> _RuleFacts:
+    """What a finding says of its rule, worked out once per rule name (names up to 1,024
+    characters are cached)."""
+    text = escaped(rule)
+    return _RuleFacts(
+        _generator_id(rule),
+        truncate(text, asff.MAX_TITLE_LENGTH),
+        truncate(text, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH),
+    )
 
 
 def _tag_facts(tags: Any) -> tuple[tuple[str, ...], str | None]:
@@ -440,7 +455,7 @@ def _product_fields(
 ) -> dict[str, str]:
     """falco/* facts first, then as many output fields as fit in asff.OWN_PRODUCT_FIELDS pairs."""
     product: dict[str, str] = {
-        "falco/rule": _rule_text(alert.rule, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH),
+        "falco/rule": alert.rule_facts.field_text,
         "falco/priority": alert.priority,
     }
     facts = (
@@ -719,6 +734,7 @@ def _canonical_priority(alert: dict[str, Any]) -> str:
 
 # The alert's keys the identity names one by one; every other key goes in as JSON.
 _IDENTITY_KEYS = frozenset({"rule", "priority", "source", "hostname", "time", "output"})
+_FALCO_KEYS = _IDENTITY_KEYS | {"output_fields", "tags"}
 
 
 def _identity_digest(alert: _Alert, observed: ObservedTime) -> str:
@@ -727,7 +743,10 @@ def _identity_digest(alert: _Alert, observed: ObservedTime) -> str:
     wrote them, which a re-delivery repeats), and the cluster the record names. Two alerts that
     differ only in ``output_fields`` get different Ids; re-delivery gives the same Id."""
     raw = alert.record.alert
-    rest = {key: value for key, value in raw.items() if key not in _IDENTITY_KEYS}
+    if _FALCO_KEYS.issuperset(raw):  # Falco's own keys only: the usual alert, encoded cheaper
+        rest: Any = [raw.get("output_fields"), raw.get("tags")]
+    else:
+        rest = {key: value for key, value in raw.items() if key not in _IDENTITY_KEYS}
     if observed.from_alert:
         when: tuple[str, ...] = (observed.text,)
     else:
@@ -758,7 +777,6 @@ _IDENTITY_ENCODER = json.JSONEncoder(
 )
 
 
-@bounded_cache(maxsize=1024, max_chars=1024)
 def _generator_id(rule: str) -> str:
     slug = _SLUG_BREAK.sub("-", rule.lower()).strip("-")
     if not slug:

@@ -364,8 +364,7 @@ def test_alerts_with_10000_tags_do_not_grow_the_caches(wire: HttpFaults) -> None
             classification.mitre_types.cache_info().currsize  # type: ignore[attr-defined]
             + findings._string_tag_facts.cache_info().currsize  # type: ignore[attr-defined]
             + findings._cached_field_key.cache_info().currsize
-            + findings._rule_text.cache_info().currsize  # type: ignore[attr-defined]
-            + findings._generator_id.cache_info().currsize  # type: ignore[attr-defined]
+            + findings._rule_facts.cache_info().currsize  # type: ignore[attr-defined]
         )
 
     ingest.handler(subscription_event(records(1)), FakeLambdaContext())
