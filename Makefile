@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 POLICY_VENV := policy/venv
 POLICY_STAMP := $(POLICY_VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench loadtest clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,15 @@ demo: $(STAMP)
 	$(PY) -m handlers demo
 
 ## test: lint, the policy pack itself over gRPC, the GitHub workflows against GitHub's schema and
-## zizmor's audit (both offline), then the whole test suite (handler against moto, program under
-## Pulumi mocks, policy checks)
+## zizmor's audit (both offline), the load test, then the whole test suite (handler against moto,
+## program under Pulumi mocks, policy checks)
 test: $(STAMP) $(POLICY_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(POLICY_VENV)/bin/python policy/smoke.py
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
+	$(PY) bench/loadtest.py
 	$(PY) -m pytest -n 2
 
 lint: $(STAMP)
@@ -44,6 +45,11 @@ lint: $(STAMP)
 ## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
+
+## loadtest: many concurrent invocations against Security Hub's quota (emulated, with an outage),
+## Lambda's retries and on-failure queue, then redrive; fails if any alert is lost
+loadtest: $(STAMP)
+	$(PY) bench/loadtest.py
 
 clean:
 	rm -rf $(VENV) $(POLICY_VENV) .pytest_cache .ruff_cache .hypothesis

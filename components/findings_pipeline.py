@@ -52,6 +52,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/alerts.py",
     "handlers/asff.py",
     "handlers/audit.py",
+    "handlers/caching.py",
     "handlers/classification.py",
     "handlers/coalescing.py",
     "handlers/findings.py",

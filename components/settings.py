@@ -471,10 +471,16 @@ class Settings:
         "one of " + ", ".join(str(d) for d in LOG_RETENTION_DAYS),
         _one_of(LOG_RETENTION_DAYS),
     )
+    # 256: the largest events Lambda can deliver (1 MB asynchronous payload) peak at ~162 MB
+    # (15,700 distinct alerts) and ~134 MB (a 27,000-event storm of one alert), measured by
+    # bench/memory_probe.py (tests/handlers/test_memory.py keeps them <= 200 MB).
     lambda_memory_mb: int = setting(
-        256, "Memory of the findings Lambda in MB.", "an integer from 128 to 10240",
+        256,
+        "Memory of the findings Lambda in MB. 256 holds the largest event Lambda can deliver "
+        "(peak ~162 MB measured); more memory also buys CPU, for faster imports.",
+        "an integer from 128 to 10240",
         _between(128, 10240),
-    )  # fmt: skip
+    )
     # 180 s: a 1 MB event is ~10 BatchImportFindings requests sent one after another, and under
     # sustained throttling botocore may spend ~15 s on one of them (5 attempts, backoff).
     lambda_timeout_seconds: int = setting(

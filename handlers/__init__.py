@@ -9,10 +9,13 @@ types are its contract:
   coalescing.py      pure: which alerts of a batch are one finding
   classification.py  pure: Falco priority and tags -> ASFF Severity and Types
   asff.py            pure: the finding's shape (TypedDicts), ASFF limits, its JSON encoding
+  caching.py         pure: memoization bounded by the size of its keys
   findings.py        pure: Falco alert -> ASFF finding; filtering; coalesced findings
-  securityhub.py     BatchImportFindings: chunking (100 / 240 KB / 6 MB), retries of failures
-  ingest.py          the Lambda handler: thin shell, Powertools Logger and Metrics
-  replay.py, demo.py, __main__.py   `python -m handlers replay|demo` (not in the Lambda)
+  securityhub.py     BatchImportFindings: chunking (100 / 240 KB / 6 MB), retries of failures,
+                     streamed import, the retry quota refill, the time budget's worst case
+  ingest.py          the Lambda handler: thin shell, Powertools Logger and Metrics, time budget
+  replay.py, redrive.py, demo.py, __main__.py
+                     `python -m handlers replay|redrive|demo` (not in the Lambda)
 
 The Lambda package holds exactly the modules components/findings_pipeline.py lists
 (HANDLER_MODULES; a test checks that handlers.ingest imports nothing else from ``handlers``).

@@ -1,4 +1,5 @@
-"""``python -m handlers``: the command line (``replay``, ``demo``). Not shipped in the Lambda."""
+"""``python -m handlers``: the command line (``replay``, ``redrive``, ``demo``). Not shipped in the
+Lambda."""
 
 from __future__ import annotations
 
@@ -56,6 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--strict", action="store_true", help="exit 1 when a line is not a Falco alert"
     )
+    replay.add_argument(
+        "--from-line",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at line N (resume an interrupted replay; it prints the N to use)",
+    )
+
+    redrive = commands.add_parser(
+        "redrive",
+        help="re-import the events in the Lambda's on-failure queue, deleting those that land",
+        description=(
+            "Read the Lambda's on-failure records from an SQS queue, run each original event "
+            "(requestPayload) through the handler again, and delete a message only once all "
+            "its findings are in Security Hub. Harmless to run twice. Exit status: 0 all "
+            "redriven, 1 some message still failing (left in the queue), 2 usage error."
+        ),
+    )
+    redrive.add_argument("--queue-url", required=True, help="the on-failure queue's URL")
+    redrive.add_argument("--region", help="Region of the queue and of Security Hub")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="read and check the records; import nothing"
+    )
+    redrive.add_argument("--profile", help="AWS named profile for credentials")
+    redrive.add_argument("--cluster-name", help="the function's CLUSTER_NAME (default: env)")
+    redrive.add_argument("--min-priority", help="the function's MIN_PRIORITY (default: env)")
+    redrive.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    redrive.add_argument(
+        "--verbose", action="store_true", help="the handler's JSON logs and metrics on stderr"
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -84,6 +120,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return demo.main(verbose=args.verbose)
 
+    if args.command == "redrive":
+        return _redrive(args)
+
     from handlers import replay
 
     if args.account_id and not args.dry_run:
@@ -100,11 +139,32 @@ def _run(args: argparse.Namespace) -> int:
         account_id=args.account_id,
         progress=args.progress,
         strict=args.strict,
+        from_line=max(1, args.from_line),
     )
     try:
         return replay.run(options, stdout=sys.stdout, stderr=sys.stderr)
     except replay.UsageError as exc:
         print(f"replay: {exc}", file=sys.stderr)
+        return 2
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from handlers import redrive
+
+    options = redrive.RedriveOptions(
+        queue_url=args.queue_url,
+        region=args.region,
+        dry_run=args.dry_run,
+        profile=args.profile,
+        cluster_name=args.cluster_name,
+        min_priority=args.min_priority,
+        progress=args.progress,
+        verbose=args.verbose,
+    )
+    try:
+        return redrive.run(options, stdout=sys.stdout, stderr=sys.stderr)
+    except redrive.UsageError as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
         return 2
 
 

@@ -37,6 +37,7 @@ import binascii
 import contextlib
 import json
 import re
+import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class AlertRecord:
     # Addition to the contract: the aws filter's string keys (instance type, az, private_ip,
     # vpc_id, ami_id, ...), so the node's resource can carry them.
     aws: dict[str, str] | None = None
+    # What was unusual but kept, for the logs (e.g. an integer too long to convert, kept as text).
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -151,15 +154,22 @@ def decode_subscription_event(event: Mapping[str, Any]) -> LogBatch:
         compressed = base64.b64decode(data)
     except (binascii.Error, ValueError) as exc:
         raise InvalidEvent(f"awslogs.data is not base64: {exc}") from exc
+    raw = _gunzip(compressed)
+    del compressed
+    # json.loads(bytes) would decode them into a str and hold both while it parses: a 1 MB storm
+    # payload inflates to ~40 MB. Decoded here, the bytes are freed before the parse.
     try:
-        # wbits 16 + MAX_WBITS: a gzip stream, as CloudWatch Logs sends it.
-        raw = zlib.decompress(compressed, 16 + zlib.MAX_WBITS)
-    except zlib.error as exc:
-        raise InvalidEvent(f"awslogs.data is not gzip: {exc}") from exc
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            f"awslogs.data is not JSON text: {exc.reason} at byte {exc.start}"
+        ) from exc
+    del raw
     try:
-        payload = json.loads(raw)
+        payload = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"awslogs.data does not hold JSON: {_brief(exc)}") from exc
+    del text
     if not isinstance(payload, dict):
         raise InvalidEvent(f"awslogs.data holds a JSON {_json_kind(payload)}, not an object")
 
@@ -172,6 +182,35 @@ def decode_subscription_event(event: Mapping[str, Any]) -> LogBatch:
         raise InvalidEvent("payload key 'logEvents' is missing or not a list")
     events = [_log_event(index, item) for index, item in enumerate(raw_events)]
     return LogBatch(message_type, owner, log_group, log_stream, events)
+
+
+# A 1 MB (Lambda's asynchronous limit) payload of repetitive alerts inflates to ~30 MB; a gzip
+# stream that inflates beyond this is refused before it can exhaust the function's memory.
+MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+
+
+def _gunzip(compressed: bytes) -> bytes:
+    """The one gzip member CloudWatch Logs sends. Anything after it (a second member, trailing
+    bytes), a cut stream or one that inflates beyond MAX_DECOMPRESSED_BYTES is refused: it is
+    not what CloudWatch Logs sends, and half-reading it would lose its rest silently."""
+    # wbits 16 + MAX_WBITS: a gzip stream, as CloudWatch Logs sends it.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(compressed, MAX_DECOMPRESSED_BYTES)
+    except zlib.error as exc:
+        raise InvalidEvent(f"awslogs.data is not gzip: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise InvalidEvent(
+            f"awslogs.data inflates to more than {MAX_DECOMPRESSED_BYTES} bytes; refused"
+        )
+    if not inflater.eof:
+        raise InvalidEvent("awslogs.data is a cut gzip stream (it ends before its last block)")
+    if inflater.unused_data:
+        raise InvalidEvent(
+            f"awslogs.data has {len(inflater.unused_data)} bytes after its gzip stream (a second "
+            "gzip member or trailing bytes); CloudWatch Logs sends exactly one member"
+        )
+    return raw
 
 
 def parse_log_event(event: LogEvent) -> AlertRecord | Skip:
@@ -301,9 +340,17 @@ def _log_event(index: int, item: Any) -> LogEvent:
 
 
 def _parse(event: LogEvent) -> AlertRecord | Skip:
+    notes: list[str] = []
+    outcome = _parse_noting(event, notes)
+    if notes and isinstance(outcome, AlertRecord):
+        outcome.note = "; ".join(notes)
+    return outcome
+
+
+def _parse_noting(event: LogEvent, notes: list[str]) -> AlertRecord | Skip:
     message = event.message
     try:
-        outer = _load_json_line(message)
+        outer = _load_json_line(message, notes)
     except (ValueError, RecursionError) as exc:
         return Skip(event.id, "not_json", _detail(f"message is not JSON: {_brief(exc)}"))
     if not isinstance(outer, dict):
@@ -314,7 +361,7 @@ def _parse(event: LogEvent) -> AlertRecord | Skip:
     if log is not None:
         if isinstance(log, str):
             try:
-                log = _load_json_line(log)
+                log = _load_json_line(log, notes)
             except (ValueError, RecursionError) as exc:
                 log_problem = ("not_json", f"record's log field is not JSON: {_brief(exc)}")
                 log = None
@@ -351,7 +398,7 @@ def _parse(event: LogEvent) -> AlertRecord | Skip:
     return Skip(event.id, "not_falco_alert", _detail(f"JSON object: {top_problem}"))
 
 
-def _load_json_line(line: str) -> Any:
+def _load_json_line(line: str, notes: list[str]) -> Any:
     if line[:1] == "{":
         # The usual line: one JSON object and nothing else. json.loads would do exactly this
         # scan after checks that cost as much as a small alert's parse; any other outcome
@@ -366,7 +413,27 @@ def _load_json_line(line: str) -> Any:
     stripped = line.lstrip()
     if stripped[:1] not in ("{", "[") and (match := _CRI_LINE.match(stripped)):
         stripped = stripped[match.end() :]
-    return json.loads(stripped)
+    try:
+        return json.loads(stripped)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    # Valid JSON with an integer longer than Python converts (sys.get_int_max_str_digits(),
+    # 4,300 by default): such integers are kept as their digits, and the record says so.
+    return _lenient_decoder(notes).decode(stripped)
+
+
+def _lenient_decoder(notes: list[str]) -> json.JSONDecoder:
+    limit = sys.get_int_max_str_digits()
+
+    def integer(digits: str) -> int | str:
+        length = len(digits.lstrip("-"))
+        if limit and length > limit:
+            notes.append(f"an integer of {length} digits (more than {limit}) was kept as text")
+            return digits
+        return int(digits)
+
+    return json.JSONDecoder(parse_int=integer)
 
 
 def _alert_problem(candidate: dict[str, Any]) -> str | None:

@@ -3,14 +3,18 @@ rules that keep any value within them, and the one JSON encoding of a finding. P
 
 Lengths are counted in UTF-16 code units, the stricter of the two ways a Java-based API can count
 them. Text over a limit is cut with ``TRUNCATION_MARKER``; identifiers over a limit are cut with
-the marker and a hash of the whole value, so they stay distinct. Control characters are escaped
-(``\\n``) so a hostile command line cannot forge lines in a console.
+the marker and a hash of the whole value, so they stay distinct. Control (C0, DEL, C1), format
+(Cf: U+202E right-to-left override, zero-width characters...) and line/paragraph separator
+characters are escaped visibly (``\\n``, ``\\u202e``), so a hostile command line can neither forge
+lines in a console nor display reversed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = "2018-10-08"
@@ -41,12 +45,26 @@ MAX_DETAIL_LENGTH = 512
 
 TRUNCATION_MARKER = "…[truncated]"
 
-# Control characters would let an alert forge lines in consoles and tickets; show them escaped.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
-    0x09: "\\t",
-    0x0A: "\\n",
-    0x0D: "\\r",
-}
+# Characters that would let an alert forge lines in consoles and tickets, or display text other
+# than what it holds (U+202E reverses what follows it): shown escaped. Unicode categories Cc
+# (C0, DEL, C1), Cf (format), Zl and Zp (U+2028, U+2029); Cs (lone surrogates: JSON can carry
+# them, UTF-8 cannot) is escaped the same way.
+_CONTROL_ESCAPES = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# Everything but printable ASCII: only these characters need a look.
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape_character(match: re.Match[str]) -> str:
+    character = match.group()
+    code = ord(character)
+    if code in _CONTROL_ESCAPES:
+        return _CONTROL_ESCAPES[code]
+    if unicodedata.category(character) not in _ESCAPED_CATEGORIES:
+        return character  # printable, or a space/private/unassigned character: shown as is
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 class FindingSeverity(TypedDict):
@@ -113,11 +131,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def escaped(value: str) -> str:
-    """``value`` with control characters and lone surrogates (which JSON can carry but UTF-8
-    cannot) escaped, so every string can be sent and shows what it held."""
-    if value.isprintable():
+    """``value`` with control, format and separator characters and lone surrogates escaped
+    (``\\n``, ``\\x85``, ``\\u202e``, ``\\udc80``), so every string can be sent as UTF-8 and
+    shows what it held."""
+    if value.isprintable():  # no Cc, Cf, Zl, Zp or Cs (nor Zs but " ", Co, Cn: kept below)
         return value
-    return value.translate(_CONTROL_ESCAPES).encode("utf-8", "backslashreplace").decode("utf-8")
+    return _NOT_PLAIN.sub(_escape_character, value)
 
 
 def truncate(value: str, limit: int) -> str:

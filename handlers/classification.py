@@ -4,9 +4,9 @@ ASFF Types (the types taxonomy), and the Types of an alert without such tags. Pu
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from handlers.asff import MAX_TYPES
+from handlers.caching import bounded_cache
 
 SEVERITY_LABELS = {
     "Emergency": "CRITICAL",
@@ -78,7 +78,8 @@ TACTIC_IDS = {
 _TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?", re.IGNORECASE | re.ASCII)
 
 
-@lru_cache(maxsize=2048)
+# A rule's tags are a handful of short words; a hostile alert's are not cached (caching.py).
+@bounded_cache(maxsize=2048, max_chars=2048)
 def mitre_types(tags: tuple[str, ...]) -> tuple[str, ...]:
     """The Types that a rule's tags give (none without a MITRE tactic tag)."""
     tactics: list[str] = []

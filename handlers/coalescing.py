@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,38 +51,63 @@ class Group:
     first: ObservedTime
     last: ObservedTime
     count: int
-    key: Any  # the full key, or the position of an alert no other could share
+    key: Any  # the full key, or None for an alert no other of its batch shared
 
 
-def groups(records: Sequence[AlertRecord]) -> list[Group]:
-    """The batch's groups in order of first appearance, each led by its earliest alert."""
-    # Most alerts of a batch repeat nothing, and the full key (every value of the alert) costs
-    # more than the rest of coalescing. So records are first counted by a cheap key that equal
-    # full keys always share (_bucket_key); only records whose bucket holds more than one get a
-    # full key. The others are groups of one, keyed by their position (an int never equals a key).
-    buckets = [_bucket_key(record) for record in records]
-    sizes = Counter(buckets)
-    found: dict[Any, Group] = {}
-    for index, record in enumerate(records):
+class Coalescer:
+    """Groups a batch's alerts as they come, keeping one record per group (its earliest alert):
+    a storm of identical alerts costs the memory of one.
+
+    Most alerts of a batch repeat nothing, and the full key (every value of the alert) costs more
+    than the rest of coalescing. So records are first sorted by a cheap key that equal full keys
+    always share (_bucket_key); a full key is computed only once a second record lands in the
+    same bucket (for both).
+    """
+
+    __slots__ = ("_buckets", "_order")
+
+    def __init__(self) -> None:
+        # bucket key -> the bucket's only group (full key not computed yet), or its groups by
+        # full key
+        self._buckets: dict[Any, Group | dict[Any, Group]] = {}
+        self._order: list[Group] = []
+
+    def add(self, record: AlertRecord) -> None:
         observed = observed_time(record)
-        if sizes[buckets[index]] == 1:
-            found[index] = Group(record, observed, observed, 1, index)
-            continue
-        key = _coalesce_key(record)
-        try:
-            group = found.get(key)
-        except TypeError:  # an unhashable value somewhere in the alert
-            key = _exact_coalesce_key(record)
-            group = found.get(key)
+        bucket_key = _bucket_key(record)
+        bucket = self._buckets.get(bucket_key)
+        if bucket is None:
+            group = Group(record, observed, observed, 1, None)
+            self._buckets[bucket_key] = group
+            self._order.append(group)
+            return
+        if type(bucket) is Group:
+            alone = bucket
+            alone.key = full_key(alone.record)
+            bucket = self._buckets[bucket_key] = {alone.key: alone}
+        key = full_key(record)
+        group = bucket.get(key)  # type: ignore[union-attr]
         if group is None:
-            found[key] = Group(record, observed, observed, 1, key)
-            continue
+            group = bucket[key] = Group(record, observed, observed, 1, key)  # type: ignore[index]
+            self._order.append(group)
+            return
         group.count += 1
         if observed.ns < group.first.ns:
             group.record, group.first = record, observed
         if observed.ns > group.last.ns:
             group.last = observed
-    return list(found.values())
+
+    def groups(self) -> list[Group]:
+        """The groups in order of first appearance, each led by its earliest alert."""
+        return self._order
+
+
+def groups(records: Iterable[AlertRecord]) -> list[Group]:
+    """The batch's groups in order of first appearance, each led by its earliest alert."""
+    coalescer = Coalescer()
+    for record in records:
+        coalescer.add(record)
+    return coalescer.groups()
 
 
 def strip_time_prefix(output: str) -> str:

@@ -4,10 +4,11 @@ environment, no clock.
 Decisions a reader needs (the tests pin each one):
 
 * ``Id`` = ``falco/alert/<sha256>`` of the alert's identity: rule, priority, source, hostname, the
-  event time (normalised to UTC) and ``output``. Re-delivery of the same log event gives the same
-  Id, so Security Hub updates the finding instead of adding one; any other alert, including the
-  same rule a nanosecond later, gets another. Without ``output`` the output fields stand in;
-  without a usable event time the CloudWatch log event id does.
+  event time (normalised to UTC), ``output``, the output fields and every other key of the alert,
+  and the record's cluster. Re-delivery of the same log event gives the same Id, so Security Hub
+  updates the finding instead of adding one; any other alert, including the same rule a
+  nanosecond later or with other output fields, gets another. Without a usable event time the
+  CloudWatch log event id stands in for it.
 * ``GeneratorId`` = ``falco/rule/<slug of the rule name>``, stable per rule.
 * Times: when the alert happened (``alerts.observed_time``), normalised to UTC.
 * Severity: Emergency/Alert/Critical -> CRITICAL, Error -> HIGH, Warning -> MEDIUM, Notice -> LOW,
@@ -42,7 +43,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 from handlers import asff, coalescing
 from handlers.alerts import AlertRecord, ObservedTime, Skip, falco_time_from_ns, observed_time
@@ -60,6 +61,7 @@ from handlers.asff import (
     truncate,
 )
 from handlers.audit import AuditPieces, audit_pieces
+from handlers.caching import bounded_cache
 from handlers.classification import (
     APPLICATION_BEHAVIOR,
     AUDIT_LOG_SOURCES,
@@ -82,6 +84,7 @@ from handlers.names import (
 
 __all__ = [
     "Finding",
+    "FindingBuilder",
     "FindingContext",
     "coalesce",
     "coalesce_texts",
@@ -195,8 +198,33 @@ def _coalesced(
 ) -> Iterator[tuple[Finding, str]]:
     call = _Call(ctx)
     for group in coalescing.groups(records):
-        occurrences = group.count if group.count > 1 else None
-        yield _finding(group.record, call, group.first, group.last, occurrences, group.key)
+        yield _group_finding(group, call)
+
+
+def _group_finding(group: coalescing.Group, call: _Call) -> tuple[Finding, str]:
+    occurrences = group.count if group.count > 1 else None
+    return _finding(group.record, call, group.first, group.last, occurrences, group.key)
+
+
+class FindingBuilder:
+    """The findings of one batch, one group (or alert) at a time, as Id and finding_json text:
+    what the handler streams to Security Hub. The same Ids and texts as :func:`coalesce_texts`
+    gives for the batch's records."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, ctx: FindingContext) -> None:
+        self._call = _Call(ctx)
+
+    def group_text(self, group: coalescing.Group) -> tuple[str, str]:
+        finding, text = _group_finding(group, self._call)
+        return finding["Id"], text
+
+    def alert_text(self, record: AlertRecord) -> tuple[str, str]:
+        """One alert alone (not coalesced)."""
+        observed = observed_time(record)
+        finding, text = _finding(record, self._call, observed, observed, None, None)
+        return finding["Id"], text
 
 
 # --- one finding ------------------------------------------------------------------------------
@@ -261,6 +289,7 @@ class _Alert:
     is_audit: bool
     is_container: bool
     is_syscall: bool
+    rule_facts: _RuleFacts
 
 
 def _read_alert(record: AlertRecord, default_cluster: str | None) -> _Alert:
@@ -289,6 +318,7 @@ def _read_alert(record: AlertRecord, default_cluster: str | None) -> _Alert:
         is_audit=is_audit,
         is_container=not is_audit and container_id not in (None, "host"),
         is_syscall=not is_audit and (source is None or source in SYSCALL_SOURCES),
+        rule_facts=_rule_facts(rule),
     )
 
 
@@ -348,8 +378,8 @@ def _classification(alert: _Alert, tag_types: tuple[str, ...]) -> _Classificatio
     types = tag_types or (_behavior_type(alert),)
     label = SEVERITY_LABELS[alert.priority]
     return {
-        "GeneratorId": _generator_id(alert.rule),
-        "Title": _rule_text(alert.rule, asff.MAX_TITLE_LENGTH),
+        "GeneratorId": alert.rule_facts.generator_id,
+        "Title": alert.rule_facts.title,
         "Types": list(types),
         "Severity": {"Label": label, "Original": alert.priority},
         "FindingProviderFields": {
@@ -385,9 +415,22 @@ def _within_size(finding: Finding) -> str:
     return text
 
 
-@lru_cache(maxsize=1024)
-def _rule_text(rule: str, limit: int) -> str:
-    return truncate(escaped(rule), limit)
+class _RuleFacts(NamedTuple):
+    generator_id: str
+    title: str
+    field_text: str  # the falco/rule product field
+
+
+@bounded_cache(maxsize=1024, max_chars=1024)
+def _rule_facts(rule: str) -> _RuleFacts:
+    """What a finding says of its rule, worked out once per rule name (names up to 1,024
+    characters are cached)."""
+    text = escaped(rule)
+    return _RuleFacts(
+        _generator_id(rule),
+        truncate(text, asff.MAX_TITLE_LENGTH),
+        truncate(text, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH),
+    )
 
 
 def _tag_facts(tags: Any) -> tuple[tuple[str, ...], str | None]:
@@ -397,7 +440,7 @@ def _tag_facts(tags: Any) -> tuple[tuple[str, ...], str | None]:
     return _string_tag_facts(tuple(tag for tag in tags if isinstance(tag, str)))
 
 
-@lru_cache(maxsize=2048)
+@bounded_cache(maxsize=2048, max_chars=2048)
 def _string_tag_facts(tags: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
     text = escaped(",".join(tags))
     shown = truncate(text, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH) if text.strip() else None
@@ -416,7 +459,7 @@ def _product_fields(
 ) -> dict[str, str]:
     """falco/* facts first, then as many output fields as fit in asff.OWN_PRODUCT_FIELDS pairs."""
     product: dict[str, str] = {
-        "falco/rule": _rule_text(alert.rule, asff.MAX_PRODUCT_FIELD_VALUE_LENGTH),
+        "falco/rule": alert.rule_facts.field_text,
         "falco/priority": alert.priority,
     }
     facts = (
@@ -451,10 +494,16 @@ def _product_fields(
             # the limit in UTF-16 code units because within half of it in characters.
             if value.isprintable() and 0 < len(value) <= _SHORT_TEXT and not value.isspace():
                 if value != _NOT_AVAILABLE:
-                    product[_output_field_key(name)] = value
+                    product[
+                        _cached_field_key(name)
+                        if len(name) <= _MAX_CACHED_FIELD_NAME
+                        else _field_key(name)
+                    ] = value
                 continue
         elif kind is int and -_SHORT_INTEGER < value < _SHORT_INTEGER:
-            product[_output_field_key(name)] = str(value)
+            product[
+                _cached_field_key(name) if len(name) <= _MAX_CACHED_FIELD_NAME else _field_key(name)
+            ] = str(value)
             continue
         elif value is None:
             continue  # "not known": leaving it out keeps room for the fields that are known
@@ -478,10 +527,22 @@ def _is_known(value: Any) -> bool:
     return value is not None and value != _NOT_AVAILABLE
 
 
-@lru_cache(maxsize=4096)
-def _output_field_key(key: str) -> str:
+def _field_key(key: str) -> str:
     room = asff.MAX_PRODUCT_FIELD_KEY_LENGTH - len(OUTPUT_FIELD_PREFIX)
     return OUTPUT_FIELD_PREFIX + identifier(escaped(key) or "-", room)
+
+
+# Called for every output field of every alert: lru_cache itself (C), with the key's size checked
+# by the caller (_output_field_key) instead of by a bounded_cache wrapper (a Python call each).
+_cached_field_key = lru_cache(maxsize=4096)(_field_key)
+_MAX_CACHED_FIELD_NAME = 256
+
+
+def _output_field_key(key: str) -> str:
+    """The ProductFields key of an output field; names over 256 characters are not cached."""
+    if len(key) <= _MAX_CACHED_FIELD_NAME:
+        return _cached_field_key(key)
+    return _field_key(key)
 
 
 def _render_value(value: Any) -> str:
@@ -665,19 +726,51 @@ def _canonical_priority(alert: dict[str, Any]) -> str:
     return parse_priority(alert.get("priority"))  # type: ignore[arg-type]
 
 
+# The alert's keys the identity names one by one; every other key goes in as JSON.
+_IDENTITY_KEYS = frozenset({"rule", "priority", "source", "hostname", "time", "output"})
+_FALCO_KEYS = _IDENTITY_KEYS | {"output_fields", "tags"}
+
+
 def _identity_digest(alert: _Alert, observed: ObservedTime) -> str:
-    output = alert.output if alert.output is not None else _canonical_json(alert.fields)
+    """Everything that tells two alerts apart: rule, priority, source, hostname, the event time,
+    ``output``, the output fields and any other key of the alert (as JSON, in the order Falco
+    wrote them, which a re-delivery repeats), and the cluster the record names. Two alerts that
+    differ only in ``output_fields`` get different Ids; re-delivery gives the same Id."""
+    raw = alert.record.alert
+    if _FALCO_KEYS.issuperset(raw):  # Falco's own keys only: the usual alert, encoded cheaper
+        rest: Any = [raw.get("output_fields"), raw.get("tags")]
+    else:
+        rest = {key: value for key, value in raw.items() if key not in _IDENTITY_KEYS}
     if observed.from_alert:
-        parts: tuple[str, ...] = (observed.text, output)
+        when: tuple[str, ...] = (observed.text,)
     else:
         # Without the event's own time, the log event id is what tells two alerts apart.
-        parts = ("", alert.record.log_event_id, output)
-    return sha256(
-        "\x1f".join((alert.rule, alert.priority, alert.source or "", alert.hostname or "", *parts))
+        when = ("", alert.record.log_event_id)
+    parts = (
+        alert.rule,
+        alert.priority,
+        alert.source or "",
+        alert.hostname or "",
+        alert.record.cluster_name or "",
+        *when,
+        alert.output if alert.output is not None else "",
+        _identity_json(rest),
     )
+    return sha256("\x1f".join(parts))
 
 
-@lru_cache(maxsize=1024)
+def _identity_json(value: Any) -> str:
+    try:
+        return _IDENTITY_ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return _canonical_json(value)
+
+
+_IDENTITY_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
+
+
 def _generator_id(rule: str) -> str:
     slug = _SLUG_BREAK.sub("-", rule.lower()).strip("-")
     if not slug:

@@ -32,10 +32,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers import alerts, findings, heartbeat, names, securityhub
-from handlers.securityhub import ImportFailed
+from handlers import alerts, coalescing, findings, heartbeat, names, securityhub
+from handlers.securityhub import ImportFailed, OutOfTime
 
-__all__ = ["ConfigurationError", "ImportFailed", "handler"]
+__all__ = ["ConfigurationError", "ImportFailed", "OutOfTime", "handler"]
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", names.SERVICE_NAME)
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.METRICS_NAMESPACE)
@@ -107,7 +107,13 @@ def finding_context(context: Any, config: Settings) -> findings.FindingContext:
 
 
 def _summary(
-    received: int, found: int, imported: int, skipped: Counter[str], failed: int, coalesced: int
+    received: int,
+    found: int,
+    imported: int,
+    skipped: Counter[str],
+    failed: int,
+    coalesced: int,
+    not_sent: int = 0,
 ) -> dict[str, Any]:
     return {
         "received": received,
@@ -116,6 +122,7 @@ def _summary(
         "skipped": dict(skipped),
         "failed": failed,
         "coalesced": coalesced,
+        "not_sent": not_sent,
     }
 
 
@@ -148,52 +155,121 @@ def _parse(
         return alerts.Skip(log_event.id, UNEXPECTED_ERROR, repr(exc)[:200])
 
 
-def _map(
-    records: list[alerts.AlertRecord], ctx: findings.FindingContext, skipped: Counter[str]
-) -> list[securityhub.Serialized]:
-    """Coalesce and map to findings' Ids and JSON texts; if that fails, skip only the records
-    that break it.
+def _serialized(
+    groups: list[coalescing.Group],
+    builder: findings.FindingBuilder,
+    skipped: Counter[str],
+    mapped: list[int],
+) -> Iterator[securityhub.Serialized]:
+    """Each group's finding, as its Id and JSON text, built as the import asks for it (one
+    request's worth is held at a time). ``mapped[0]`` counts the alerts that became findings.
 
-    findings.py serializes each finding once; that text goes into the request, and the handler
-    keeps nothing else of it.
+    A bug in building one finding must not cost the others: that group's alert is tried alone,
+    and if that fails too, the group's alerts are skipped (logged, counted).
     """
-    try:
-        return list(findings.coalesce_texts(records, ctx))
-    except Exception:  # a bug in findings.py must not cost the other records
-        logger.exception("coalescing failed; mapping records one by one")
-    usable: list[alerts.AlertRecord] = []
-    mapped: list[securityhub.Serialized] = []
-    for record in records:
+    for group in groups:
         try:
-            mapped.append(findings.to_finding_text(record, ctx))
-        except Exception as exc:
-            _skip(alerts.Skip(record.log_event_id, UNEXPECTED_ERROR, repr(exc)[:200]), skipped)
-        else:
-            usable.append(record)
-    try:
-        return list(findings.coalesce_texts(usable, ctx))
-    except Exception:  # coalescing itself is broken: one finding per alert still lands
-        logger.exception("coalescing failed again; importing one finding per alert")
-    return mapped
+            item = builder.group_text(group)
+        except Exception:
+            logger.exception(
+                "coalesced finding failed; mapping its alert alone",
+                extra={"log_event_id": group.record.log_event_id},
+            )
+            try:
+                item = builder.alert_text(group.record)
+            except Exception as exc:
+                for _ in range(group.count):
+                    detail = repr(exc)[:200]
+                    _skip(alerts.Skip(group.record.log_event_id, UNEXPECTED_ERROR, detail), skipped)
+                continue
+        mapped[0] += group.count
+        if logger.log_level <= logging.DEBUG:
+            _log_finding(item)
+        yield item
 
 
-def _log_findings(found: list[securityhub.Serialized]) -> None:
+def _log_finding(item: securityhub.Serialized) -> None:
     """DEBUG only: which log event became which finding (the answer to "where did it go?")."""
-    if logger.log_level > logging.DEBUG:
-        return  # per-finding lines would dominate the cost and the log volume at INFO
-    for _, text in found:
-        finding = json.loads(text)  # DEBUG only: the handler keeps findings as text
-        fields = finding.get("ProductFields", {})
-        logger.debug(
-            "finding built",
-            extra={
-                "finding_id": finding.get("Id"),
-                "log_event_id": fields.get("falco/log_event_id"),
-                "occurrences": fields.get("falco/occurrences", "1"),
-                "rule": fields.get("falco/rule"),
-                "severity": finding.get("Severity", {}).get("Label"),
-            },
-        )
+    finding = json.loads(item[1])  # DEBUG only: the handler keeps findings as text
+    fields = finding.get("ProductFields", {})
+    logger.debug(
+        "finding built",
+        extra={
+            "finding_id": finding.get("Id"),
+            "log_event_id": fields.get("falco/log_event_id"),
+            "occurrences": fields.get("falco/occurrences", "1"),
+            "rule": fields.get("falco/rule"),
+            "severity": finding.get("Severity", {}).get("Label"),
+        },
+    )
+
+
+def _coalesce(
+    events: list[alerts.LogEvent], ctx: findings.FindingContext, skipped: Counter[str]
+) -> tuple[list[coalescing.Group], list[heartbeat.Heartbeat]]:
+    """Parse, filter, enrich and coalesce the batch's log events one at a time: only one record
+    per group is kept (a storm of identical alerts holds one), and each log event's message is
+    released once parsed."""
+    coalescer = coalescing.Coalescer()
+    beats: list[heartbeat.Heartbeat] = []
+    directory = heartbeat.directory_for(ctx.region, ctx.cluster_name) if ctx.cluster_name else None
+    for index, log_event in enumerate(events):
+        outcome = _parse(log_event, ctx, beats)
+        events[index] = _PARSED  # the message is no longer needed
+        if isinstance(outcome, alerts.Skip):
+            _skip(outcome, skipped)
+            continue
+        if outcome.note is not None:
+            logger.warning(
+                "record kept with a note",
+                extra={"log_event_id": outcome.log_event_id, "note": outcome.note},
+            )
+        if directory is not None:
+            # The node's EC2 instance as the coverage checker last saw it (best effort, cached):
+            # before coalescing, which tells instances apart.
+            heartbeat.enrich((outcome,), directory)
+        try:
+            coalescer.add(outcome)
+        except Exception as exc:  # never expected; a bug here must not cost the other records
+            logger.exception(
+                "record could not be coalesced", extra={"log_event_id": outcome.log_event_id}
+            )
+            _skip(alerts.Skip(outcome.log_event_id, UNEXPECTED_ERROR, repr(exc)[:200]), skipped)
+    return coalescer.groups(), beats
+
+
+# What a parsed log event is replaced with in the batch's list (its message freed).
+_PARSED = alerts.LogEvent("", 0, "")
+
+# The time budget (docs/handler.md): the handler starts a request (or a backoff sleep) only when
+# one request's worst case (securityhub.REQUEST_WORST_CASE_SECONDS: every attempt hangs until its
+# timeouts, every backoff at its maximum) plus the wrap-up (summary, metrics, heartbeats) still
+# fits in the invocation's remaining time; otherwise it logs, counts what it did not send, and
+# raises so Lambda retries the event.
+WRAP_UP_SECONDS = 5.0
+TIME_MARGIN_SECONDS = securityhub.REQUEST_WORST_CASE_SECONDS + WRAP_UP_SECONDS
+
+
+class TimeBudget:
+    """Whether there is time left to start something, from the Lambda context's clock.
+
+    The margin is TIME_MARGIN_SECONDS, or half of the time the invocation started with when the
+    function's timeout is shorter than twice that, so a short timeout still imports something.
+    """
+
+    __slots__ = ("_context", "margin_ms")
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.margin_ms = min(TIME_MARGIN_SECONDS * 1000, self._remaining_ms() / 2)
+
+    def _remaining_ms(self) -> float:
+        remaining = getattr(self._context, "get_remaining_time_in_millis", None)
+        return float(remaining()) if remaining is not None else float("inf")
+
+    def out_of_time(self, seconds: float) -> bool:
+        """True when spending ``seconds`` now would leave less than the margin."""
+        return self._remaining_ms() - seconds * 1000 < self.margin_ms
 
 
 def _emit_metrics(
@@ -207,6 +283,9 @@ def _emit_metrics(
     )
     metrics.add_metric(
         name="ImportFailures", unit=MetricUnit.Count, value=len(result.failed) if result else 0
+    )
+    metrics.add_metric(
+        name="FindingsNotSent", unit=MetricUnit.Count, value=result.not_sent if result else 0
     )
     metrics.add_metric(
         name="ImportCalls", unit=MetricUnit.Count, value=result.calls if result else 0
@@ -275,22 +354,19 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         _emit_metrics(0, skipped, 0, None)
         return _summary(0, 0, 0, skipped, 0, 0)
 
-    records: list[alerts.AlertRecord] = []
-    beats: list[heartbeat.Heartbeat] = []
-    for log_event in batch.events:
-        outcome = _parse(log_event, ctx, beats)
-        if isinstance(outcome, alerts.Skip):
-            _skip(outcome, skipped)
-        else:
-            records.append(outcome)
-
-    if records and ctx.cluster_name:
-        # The node's EC2 instance as the coverage checker last saw it (best effort, cached).
-        heartbeat.enrich(records, heartbeat.directory_for(ctx.region, ctx.cluster_name))
-    found = _map(records, ctx, skipped) if records else []
-    coalesced = len(records) - len(found)
-    _log_findings(found)
-    result = securityhub.import_serialized(securityhub_client(ctx.region), found)
+    client = securityhub_client(ctx.region)
+    if not securityhub.refill_retry_quota(client):
+        # This botocore keeps its retry quota elsewhere: a new client has a full one.
+        securityhub_client.cache_clear()
+        client = securityhub_client(ctx.region)
+    groups, beats = _coalesce(batch.events, ctx, skipped)
+    mapped = [0]
+    result = securityhub.import_serialized(
+        client,
+        _serialized(groups, findings.FindingBuilder(ctx), skipped, mapped),
+        out_of_time=TimeBudget(context).out_of_time,
+    )
+    del groups  # the records: freed before the heartbeats are written
     written = heartbeat.HeartbeatWrite()
     if beats and ctx.cluster_name:
         written = heartbeat.record_heartbeats(
@@ -301,9 +377,17 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         )
     metrics.add_metric(name="HeartbeatsRecorded", unit=MetricUnit.Count, value=written.written)
     metrics.add_metric(name="HeartbeatFailures", unit=MetricUnit.Count, value=len(written.failed))
+    found = result.imported + len(result.failed) + result.not_sent
+    coalesced = mapped[0] - found
     _emit_metrics(len(batch.events), skipped, coalesced, result)
     summary = _summary(
-        len(batch.events), len(found), result.imported, skipped, len(result.failed), coalesced
+        len(batch.events),
+        found,
+        result.imported,
+        skipped,
+        len(result.failed),
+        coalesced,
+        result.not_sent,
     )
     logger.info(
         "invocation summary",
@@ -314,6 +398,14 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             "botocore_retries": result.botocore_retries,
         },
     )
+    if result.not_sent:
+        logger.error(
+            "time budget exhausted: findings not sent",
+            extra={
+                "not_sent": result.not_sent,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            },
+        )
     if result.failed:
         for failure in result.failed[:MAX_FAILURE_LOG_LINES]:
             logger.error(
@@ -329,6 +421,9 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
                 "more findings not imported",
                 extra={"omitted": len(result.failed) - MAX_FAILURE_LOG_LINES},
             )
+    if result.not_sent:
+        raise OutOfTime(result)
+    if result.failed:
         raise ImportFailed(result)
     if written.failed:
         # Findings are in; failing lets Lambda retry the event so no heartbeat is lost (both

@@ -9,30 +9,49 @@ or any record shape Fluent Bit produces. Its log event id is ``FILE:LINE``, so e
 error names the file and line. The same pure code as the Lambda parses, filters, maps and
 coalesces, and the same import code sends (chunked, with retries). Not shipped in the Lambda.
 
+Streaming: lines are read, mapped and imported (or printed) a window of WINDOW_LINES at a time,
+so memory stays flat whatever the file's length, and a long backfill has imported everything up
+to its last completed window when it stops. Coalescing works within a window. Files may be gzip
+(by their magic bytes), start with a UTF-8 BOM, or be CloudWatch Logs exports (each line starts
+with its timestamp). Ctrl-C prints the summary and the ``--from-line`` to resume from; the
+output always ends on the totals line.
+
 Exit status: 0 when every finding was imported (or printed); 1 when some finding failed to
-import, or with ``--strict`` when some line was not a Falco alert; 2 for usage errors (unreadable
-file, bad option, no credentials).
+import, when no line was usable (empty, binary or not Falco alerts at all), when the gzip stream
+is broken, or with ``--strict`` when some line was not a Falco alert; 2 for usage errors
+(unreadable file, bad option, no credentials); 130 when interrupted.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
 import sys
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import IO, Any, BinaryIO
 
-from handlers import alerts, findings, names, securityhub
+from handlers import alerts, coalescing, findings, names, securityhub
 
 # Lines skipped for these reasons point at bad input: they are listed with line number and
 # detail. The other reasons (internal events, below MIN_PRIORITY) are expected and only counted.
 BAD_LINE_REASONS = ("not_json", "not_falco_alert")
 MAX_LISTED = 20
-# Findings per import_findings call when the progress bar is on (it chunks by 100 itself).
-PROGRESS_SLICE = 1000
+# Lines mapped, coalesced and imported together: memory is bounded by one window's alerts.
+WINDOW_LINES = 5000
+# At most this many skipped lines are remembered per reason (the summary lists MAX_LISTED).
+MAX_REMEMBERED = 100
+# A CloudWatch Logs export line: "<RFC 3339 timestamp> <message>".
+_EXPORT_PREFIX = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}) (?=[{\[])"
+)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class UsageError(Exception):
@@ -51,6 +70,7 @@ class ReplayOptions:
     account_id: str | None = None  # --dry-run only: imports use the caller's account (STS)
     progress: bool | None = None  # None: only when stderr is a terminal
     strict: bool = False
+    from_line: int = 1  # skip the lines before it (resume an interrupted replay)
 
 
 @dataclass(slots=True)
@@ -61,13 +81,34 @@ class ReplaySummary:
     imported: int = 0
     coalesced: int = 0
     skipped: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    skip_counts: Counter[str] = field(default_factory=Counter)
     failed: list[securityhub.FailedFinding] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # failed finding Id -> "FILE:LINE"
+    done_line: int = 0  # every line up to this one is imported (or printed)
+    broken: str | None = None  # why reading stopped early (a broken gzip stream)
+    interrupted: bool = False
+
+    @property
+    def usable(self) -> int:
+        """Lines that held a Falco alert (imported, or skipped on purpose)."""
+        return (
+            self.alerts
+            + self.skip_counts["internal_event"]
+            + self.skip_counts["below_min_priority"]
+        )
+
+    def skip(self, number: int, reason: str, detail: str) -> None:
+        self.skip_counts[reason] += 1
+        remembered = self.skipped[reason]
+        if len(remembered) < MAX_REMEMBERED:
+            remembered.append((number, detail))
 
     def exit_status(self, *, strict: bool) -> int:
-        if self.failed:
+        if self.interrupted:
+            return 130
+        if self.failed or self.broken or not self.usable:
             return 1
-        if strict and any(self.skipped.get(reason) for reason in BAD_LINE_REASONS):
+        if strict and any(self.skip_counts[reason] for reason in BAD_LINE_REASONS):
             return 1
         return 0
 
@@ -113,20 +154,35 @@ def _open(source: str) -> tuple[BinaryIO, int | None]:
     return stream, os.fstat(stream.fileno()).st_size
 
 
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines, gunzipped when it starts with gzip's magic bytes."""
+    peek = getattr(stream, "peek", None)
+    head = peek(2)[:2] if peek is not None else b""
+    if head == _GZIP_MAGIC:
+        yield from gzip.GzipFile(fileobj=stream, mode="rb")
+    else:
+        yield from stream
+
+
 def log_events(
     stream: BinaryIO, name: str, on_line: Callable[[int, int], None] | None = None
 ) -> Iterator[alerts.LogEvent]:
     """Each non-blank line as the log event the Lambda would see; its id is ``NAME:LINE``.
 
-    ``on_line(line_number, bytes_read)`` is called for every line, blank ones included.
+    ``on_line(line_number, bytes_read)`` is called for every line, blank ones included. A UTF-8
+    BOM before the first line and a CloudWatch Logs export's timestamp prefix are dropped.
     """
     now_ms = int(time.time() * 1000)  # used only when an alert has no usable time of its own
     consumed = 0
-    for number, raw in enumerate(stream, start=1):
+    for number, raw in enumerate(_lines(stream), start=1):
         consumed += len(raw)
         if on_line is not None:
             on_line(number, consumed)
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if text[:1].isdigit() and (match := _EXPORT_PREFIX.match(text)):
+            text = text[match.end() :]
         if text.strip():
             yield alerts.LogEvent(id=f"{name}:{number}", timestamp_ms=now_ms, message=text)
 
@@ -145,10 +201,10 @@ def read_alerts(
         if isinstance(outcome, alerts.AlertRecord):
             outcome = findings.filter_alert(outcome, ctx) or outcome
         if isinstance(outcome, alerts.Skip):
-            summary.skipped[outcome.reason].append((line_number(log_event.id), outcome.detail))
+            summary.skip(line_number(log_event.id), outcome.reason, outcome.detail)
         else:
             records.append(outcome)
-    summary.alerts = len(records)
+    summary.alerts += len(records)
     return records
 
 
@@ -212,72 +268,99 @@ def run(options: ReplayOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
     progress = Progress(
         stderr, enabled=options.progress if options.progress is not None else stderr.isatty()
     )
-
-    summary = ReplaySummary()
+    client = None
+    if not options.dry_run:
+        client = securityhub.new_client(
+            ctx.region, endpoint_url=options.endpoint_url, session=session
+        )
+    summary = ReplaySummary(done_line=options.from_line - 1)
 
     def on_line(number: int, consumed: int) -> None:
         summary.lines = number
         if size:
-            progress.update("reading", consumed, size, "bytes")
+            progress.update("replaying", consumed, size, "bytes")
         else:
-            progress.update("reading", number, None, "lines")
+            progress.update("replaying", number, None, "lines")
 
+    events = log_events(stream, name, on_line)
+    if options.from_line > 1:
+        events = (e for e in events if line_number(e.id) >= options.from_line)
     try:
-        records = read_alerts(log_events(stream, name, on_line), ctx, summary)
+        while True:
+            window = list(islice(events, WINDOW_LINES))
+            if not window:
+                break
+            records = read_alerts(iter(window), ctx, summary)
+            last_line = summary.lines
+            del window
+            _replay_window(records, ctx, client, summary, stdout, name)
+            summary.done_line = last_line
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except (OSError, EOFError, zlib.error) as exc:  # a broken gzip stream (BadGzipFile: OSError)
+        summary.broken = f"{name}: unreadable after line {summary.lines}: {exc}"
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    if size:
-        progress.update("reading", size, size, "bytes", final=True)
+    if summary.interrupted:
+        stderr.write("\n")  # off the progress bar's line
+    elif size:
+        progress.update("replaying", size, size, "bytes", final=True)
     else:
-        progress.update("reading", summary.lines, None, "lines", final=True)
-
-    found = findings.coalesce(records, ctx)
-    summary.findings = len(found)
-    summary.coalesced = len(records) - len(found)
-
-    if options.dry_run:
-        for finding in found:
-            stdout.write(json.dumps(finding, sort_keys=True) + "\n")
-    else:
-        client = securityhub.new_client(
-            ctx.region, endpoint_url=options.endpoint_url, session=session
-        )
-        step = PROGRESS_SLICE if progress.enabled else max(1, len(found))
-        for start in range(0, len(found), step):
-            result = securityhub.import_findings(client, found[start : start + step])
-            summary.imported += result.imported
-            summary.failed.extend(result.failed)
-            progress.update("importing", start + step, len(found), "findings")
-        progress.update("importing", len(found), len(found), "findings", final=True)
-        if summary.failed:  # name the line each failed finding came from
-            origin = {f["Id"]: f.get("ProductFields", {}).get("falco/log_event_id") for f in found}
-            summary.origins = {f.id: origin.get(f.id) or name for f in summary.failed}
+        progress.update("replaying", summary.lines, None, "lines", final=True)
     write_summary(summary, name, stderr, dry_run=options.dry_run, region=ctx.region)
     return summary.exit_status(strict=options.strict)
+
+
+def _replay_window(
+    records: list[alerts.AlertRecord],
+    ctx: findings.FindingContext,
+    client: Any,
+    summary: ReplaySummary,
+    stdout: IO[str],
+    name: str,
+) -> None:
+    """Coalesce, map and import (or print) one window's alerts."""
+    coalescer = coalescing.Coalescer()
+    for record in records:
+        coalescer.add(record)
+    groups = coalescer.groups()
+    builder = findings.FindingBuilder(ctx)
+    summary.findings += len(groups)
+    summary.coalesced += len(records) - len(groups)
+    origins: dict[str, str] = {}
+
+    def texts() -> Iterator[securityhub.Serialized]:
+        for group in groups:
+            finding_id, text = builder.group_text(group)
+            origins[finding_id] = group.record.log_event_id
+            yield finding_id, text
+
+    if client is None:
+        for _, text in texts():
+            stdout.write(json.dumps(json.loads(text), sort_keys=True) + "\n")
+        return
+    result = securityhub.import_serialized(client, texts())
+    summary.imported += result.imported
+    summary.failed.extend(result.failed)
+    for failure in result.failed:  # name the line each failed finding came from
+        summary.origins[failure.id] = origins.get(failure.id) or name
 
 
 def write_summary(
     summary: ReplaySummary, name: str, out: IO[str], *, dry_run: bool, region: str
 ) -> None:
-    """What was read, imported, coalesced, skipped (bad lines by number) and failed."""
-    outcome = (
-        f"would import {summary.findings}"
-        if dry_run
-        else f"imported {summary.imported} into {region}"
-    )
-    out.write(
-        f"{name}: {summary.lines} lines read, {summary.alerts} alerts -> {summary.findings} "
-        f"findings ({summary.coalesced} coalesced); {outcome}; failed {len(summary.failed)}\n"
-    )
-    for reason, skips in sorted(summary.skipped.items()):
-        out.write(f"  skipped {reason}: {len(skips)}\n")
+    """Skips (bad lines by number), failures, how to resume; the totals line last."""
+    for reason, count in sorted(summary.skip_counts.items()):
+        out.write(f"  skipped {reason}: {count}\n")
     for reason in BAD_LINE_REASONS:
         skips = summary.skipped.get(reason, [])
         for number, detail in skips[:MAX_LISTED]:
             out.write(f"{name}:{number}: {reason}: {detail}\n")
-        if len(skips) > MAX_LISTED:
-            out.write(f"{name}: ... {len(skips) - MAX_LISTED} more {reason} lines\n")
+        if summary.skip_counts[reason] > MAX_LISTED:
+            out.write(
+                f"{name}: ... {summary.skip_counts[reason] - MAX_LISTED} more {reason} lines\n"
+            )
     for code, count in Counter(f.error_code for f in summary.failed).most_common():
         out.write(f"  failed {code}: {count}\n")
     for failure in summary.failed[:MAX_LISTED]:
@@ -288,3 +371,24 @@ def write_summary(
         )
     if len(summary.failed) > MAX_LISTED:
         out.write(f"{name}: ... {len(summary.failed) - MAX_LISTED} more findings not imported\n")
+    if summary.broken:
+        out.write(f"{summary.broken}\n")
+    if not summary.usable and not summary.interrupted:
+        out.write(
+            f"{name}: no usable line: no Falco alert in {summary.lines} lines (empty, binary, "
+            "or not Falco JSON output)\n"
+        )
+    if summary.interrupted:
+        out.write(
+            f"{name}: interrupted; lines 1-{summary.done_line} are done: resume with "
+            f"--from-line {summary.done_line + 1}\n"
+        )
+    outcome = (
+        f"would import {summary.findings}"
+        if dry_run
+        else f"imported {summary.imported} into {region}"
+    )
+    out.write(
+        f"{name}: {summary.lines} lines read, {summary.alerts} alerts -> {summary.findings} "
+        f"findings ({summary.coalesced} coalesced); {outcome}; failed {len(summary.failed)}\n"
+    )

@@ -30,6 +30,8 @@ from typing import Any, ClassVar, TypeVar
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.retries import quota as retry_quota
+from botocore.retries import standard
 
 from handlers.asff import MAX_FINDING_BYTES, finding_json
 
@@ -56,16 +58,27 @@ _T = TypeVar("_T")
 #   retries only): about 7.5 s of expected backoff (15 s at most) per request before giving up,
 #   enough for the quota's bucket to refill; beyond that, Lambda's own asynchronous retries
 #   (minutes apart) are the better backoff, and the function's duration stays predictable.
-# * connect 3 s / read 15 s instead of botocore's 60 s each: a hung connection is retried quickly
-#   instead of eating the function's timeout; a 6 MB import normally answers well within 15 s.
+# * connect 3 s / read 10 s instead of botocore's 60 s each: a hung connection is retried quickly
+#   instead of eating the function's timeout; a 6 MB import normally answers within 1-2 s.
 # * parameter_validation off: this client makes one kind of call, BatchImportFindings, whose body
 #   this module serializes itself (see _SerializedBody); botocore would only validate the
 #   placeholder. asff.py, findings.py and the tests own the findings' shape.
+# Together they bound one request's worst case (REQUEST_WORST_CASE_SECONDS): every attempt hangs
+# until its timeouts, and every backoff draws its maximum. The handler stops starting requests
+# when less than that (plus its wrap-up) is left of the invocation (docs/handler.md).
+MAX_ATTEMPTS = 5
+CONNECT_TIMEOUT_SECONDS = 3
+READ_TIMEOUT_SECONDS = 10
+# botocore standard mode, throttling: the retry after attempt n sleeps at most min(2**(n-1), 20) s.
+MAX_BACKOFF_SECONDS = sum(min(2 ** (n - 1), 20) for n in range(1, MAX_ATTEMPTS))
+REQUEST_WORST_CASE_SECONDS = (
+    MAX_ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + MAX_BACKOFF_SECONDS
+)
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 5},
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     parameter_validation=False,
-    connect_timeout=3,
-    read_timeout=15,
+    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    read_timeout=READ_TIMEOUT_SECONDS,
     tcp_keepalive=True,
     user_agent_extra="falco-securityhub",
 )
@@ -80,7 +93,58 @@ def new_client(
         "securityhub", region_name=region, endpoint_url=endpoint_url, config=CLIENT_CONFIG
     )
     _SerializedBody.attach(client)
+    _RetryQuota.find(client)
     return client
+
+
+def refill_retry_quota(client: Any) -> bool:
+    """Give ``client`` a full retry quota again, as a new client would have; False when this
+    botocore keeps its quota where this module cannot find it (then make a new client).
+
+    botocore's standard retry mode keeps a quota per client (500 tokens; a retried throttling
+    error costs 5, a retried timeout 10, a success gives 1 back). A client cached across warm
+    invocations spends it in one throttling storm, and from then on every throttled request fails
+    at its first attempt. The handler refills it at the start of each invocation, so every
+    invocation gets the retries CLIENT_CONFIG promises; within one invocation the quota still
+    caps how much retrying a storm gets.
+    """
+    checkers = _RetryQuota.find(client)
+    for checker in checkers:
+        checker._quota = retry_quota.RetryQuota()
+    return bool(checkers)
+
+
+class _RetryQuota:
+    """Where botocore keeps a client's retry quota: the RetryQuotaChecker of the RetryHandler
+    registered for ``needs-retry.<service>`` (botocore.retries.standard). Private to botocore, so
+    looked up defensively, once per client; tests/handlers/test_edges.py pins it."""
+
+    found: ClassVar[weakref.WeakKeyDictionary[Any, list[Any]]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def find(cls, client: Any) -> list[Any]:
+        known = cls.found.get(client)
+        if known is None:
+            known = cls.found[client] = cls._lookup(client)
+        return known
+
+    @staticmethod
+    def _lookup(client: Any) -> list[Any]:
+        event = f"needs-retry.{client.meta.service_model.service_id.hyphenize()}"
+        emitter = getattr(client.meta.events, "_emitter", client.meta.events)
+        try:
+            handlers = emitter._handlers.prefix_search(event)
+        except AttributeError:
+            return []
+        checkers = []
+        for handler in handlers:
+            owner = getattr(handler, "__self__", None)
+            checker = getattr(owner, "_retry_quota", None)
+            if isinstance(owner, standard.RetryHandler) and isinstance(
+                checker, standard.RetryQuotaChecker
+            ):
+                checkers.append(checker)
+        return checkers
 
 
 class _SerializedBody:
@@ -172,6 +236,11 @@ class ImportResult:
     calls: int  # BatchImportFindings requests sent (including retries of failed findings)
     retried: int = 0  # findings re-sent after a retryable FailedFindings error
     botocore_retries: int = 0  # attempts botocore repeated itself (throttling, 5xx), from metadata
+    not_sent: int = 0  # findings never sent (or not re-sent) because time ran out
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.not_sent
 
     def error_codes(self) -> dict[str, int]:
         """How many findings failed with each error code, most frequent first."""
@@ -179,17 +248,31 @@ class ImportResult:
 
 
 class ImportFailed(RuntimeError):
-    """Some findings could not be imported; everything else was. Carries ``.result``."""
+    """Some findings could not be imported (or were not sent for lack of time); everything else
+    was. Carries ``.result``."""
 
     def __init__(self, result: ImportResult) -> None:
         self.result = result
         codes = ", ".join(f"{code} x{n}" for code, n in result.error_codes().items())
-        total = result.imported + len(result.failed)
+        total = result.imported + len(result.failed) + result.not_sent
+        parts = []
+        if result.failed:
+            parts.append(
+                f"{len(result.failed)} of {total} findings failed to import after retries ({codes})"
+            )
+        if result.not_sent:
+            parts.append(
+                f"{result.not_sent} of {total} findings were not sent: the invocation's time "
+                "budget ran out"
+            )
         super().__init__(
-            f"{len(result.failed)} of {total} findings failed to import after retries "
-            f"({codes}); {result.imported} were imported. Finding Ids are deterministic, so "
-            "re-delivering the event re-imports idempotently."
+            f"{'; '.join(parts)}; {result.imported} were imported. Finding Ids are deterministic, "
+            "so re-delivering the event re-imports idempotently."
         )
+
+
+class OutOfTime(ImportFailed):
+    """The invocation stopped starting requests before Lambda's timeout (findings not sent)."""
 
 
 def serialize(finding: dict[str, Any]) -> str:
@@ -337,16 +420,53 @@ def import_serialized(
     *,
     max_rounds: int = 4,
     sleep: Callable[[float], None] | None = None,  # time.sleep
+    out_of_time: Callable[[float], bool] | None = None,
 ) -> ImportResult:
     """:func:`import_findings` for findings already serialized (:func:`serialized` of each).
 
-    The handler serializes each finding right after building it and keeps only the text: the
-    finding's dicts are freed at once, so the next finding is built in memory still in the CPU
-    cache (measurably cheaper than building them all, then serializing them all).
+    Streams: each request goes out as soon as it is full, so only one request's findings (and
+    those to re-send) are held at a time, whatever ``serialized`` yields.
+
+    ``out_of_time(seconds)``: asked before each request (0) and each backoff sleep (its length);
+    True means "no time left to start that": nothing more is sent, and the findings left are
+    counted in ``result.not_sent`` (the handler's time budget).
     """
     result = ImportResult(imported=0, failed=[], calls=0)
     fast = client in _SerializedBody.clients
-    pending: list[_Serialized] = []
+    pending: Iterable[_Serialized] = _sendable(serialized, result)
+    max_rounds = max(1, max_rounds)
+    for round_number in range(max_rounds):
+        if round_number:
+            delay = _backoff(round_number - 1)
+            if out_of_time is not None and out_of_time(delay):
+                result.not_sent += sum(1 for _ in pending)
+                break
+            (time.sleep if sleep is None else sleep)(delay)
+            result.retried += len(pending)  # type: ignore[arg-type]
+        retry: list[_Serialized] = []
+        last_round = round_number == max_rounds - 1
+        for chunk in _chunks(pending, _same):
+            if result.not_sent or (out_of_time is not None and out_of_time(0.0)):
+                result.not_sent += len(chunk)  # and every chunk after it
+                continue
+            failures, whole_call = _send(client, chunk, result, fast)
+            for item, failure in failures:
+                # Whole-call errors were already retried by botocore; do not multiply them.
+                if is_retryable(failure.error_code) and not last_round and not whole_call:
+                    retry.append(item)
+                else:
+                    result.failed.append(failure)
+        if result.not_sent:
+            result.not_sent += len(retry)
+            break
+        if not retry:
+            break
+        pending = retry
+    return result
+
+
+def _sendable(serialized: Iterable[Serialized], result: ImportResult) -> Iterator[_Serialized]:
+    """The findings within Security Hub's size limit; the others are recorded as failed."""
     for finding_id, text in serialized:
         size = len(text)
         if size > MAX_FINDING_BYTES:
@@ -358,24 +478,4 @@ def import_serialized(
                 )
             )
         else:
-            pending.append((finding_id, text))
-
-    max_rounds = max(1, max_rounds)
-    for round_number in range(max_rounds):
-        if round_number:
-            (time.sleep if sleep is None else sleep)(_backoff(round_number - 1))
-            result.retried += len(pending)
-        retry: list[_Serialized] = []
-        last_round = round_number == max_rounds - 1
-        for chunk in _chunks(pending, _same):
-            failures, whole_call = _send(client, chunk, result, fast)
-            for serialized, failure in failures:
-                # Whole-call errors were already retried by botocore; do not multiply them.
-                if is_retryable(failure.error_code) and not last_round and not whole_call:
-                    retry.append(serialized)
-                else:
-                    result.failed.append(failure)
-        if not retry:
-            break
-        pending = retry
-    return result
+            yield finding_id, text

@@ -311,6 +311,7 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
         "handlers/alerts.py",
         "handlers/asff.py",
         "handlers/audit.py",
+        "handlers/caching.py",
         "handlers/classification.py",
         "handlers/coalescing.py",
         "handlers/findings.py",

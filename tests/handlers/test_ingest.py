@@ -12,7 +12,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +154,7 @@ def test_more_than_100_alerts_in_one_event_all_land_in_calls_of_at_most_100(
         "skipped": {},
         "failed": 0,
         "coalesced": 0,
+        "not_sent": 0,
     }
     assert [len(r) for r in wire.requests] == [100, 100, 50]
     assert api_calls == ["SecurityHub.BatchImportFindings"] * 3  # nothing else: no STS, no EC2
@@ -282,6 +282,7 @@ def test_control_message_returns_without_any_call(wire: HttpFaults, api_calls: l
         "skipped": {},
         "failed": 0,
         "coalesced": 0,
+        "not_sent": 0,
     }
     assert api_calls == []
     assert wire.attempts == 0
@@ -345,31 +346,29 @@ def test_one_bad_record_never_affects_the_others(
     """Even a bug in the pure modules triggered by one record costs only that record."""
     event = log_records(shell_records(5))
     ids = [e.id for e in alerts.decode_subscription_event(event).events]
-    parse, to_finding_text = alerts.parse_log_event, findings.to_finding_text
-    coalesce = findings.coalesce_texts
+    parse = alerts.parse_log_event
+    group_text, alert_text = findings.FindingBuilder.group_text, findings.FindingBuilder.alert_text
 
     def parse_breaking_on_one(event: alerts.LogEvent) -> Any:
         if event.id == ids[1]:
             raise RuntimeError("parser bug")
         return parse(event)
 
-    def coalesce_breaking_on_one(records: Any, ctx: Any) -> Any:
-        # Fails the way the real generator would: part-way through, after yielding findings.
-        for finding_id, text in coalesce(records, ctx):
-            if json.loads(text)["ProductFields"]["falco/log_event_id"] == ids[3]:
-                raise KeyError("mapper bug")
-            yield finding_id, text
+    def group_text_breaking_on_one(self: Any, group: Any) -> Any:
+        if group.record.log_event_id == ids[3]:
+            raise KeyError("mapper bug")
+        return group_text(self, group)
 
-    def to_finding_text_breaking_on_one(record: Any, ctx: Any) -> Any:
+    def alert_text_breaking_on_one(self: Any, record: Any) -> Any:
         if record.log_event_id == ids[3]:
             raise KeyError("mapper bug")
-        return to_finding_text(record, ctx)
+        return alert_text(self, record)
 
     monkeypatch.setattr(alerts, "parse_log_event", parse_breaking_on_one)
-    # The handler maps with coalesce_texts (findings' texts one at a time) and falls back to
-    # to_finding_text.
-    monkeypatch.setattr(findings, "coalesce_texts", coalesce_breaking_on_one)
-    monkeypatch.setattr(findings, "to_finding_text", to_finding_text_breaking_on_one)
+    # The handler builds each group's finding (FindingBuilder.group_text) and falls back to the
+    # alert alone (alert_text).
+    monkeypatch.setattr(findings.FindingBuilder, "group_text", group_text_breaking_on_one)
+    monkeypatch.setattr(findings.FindingBuilder, "alert_text", alert_text_breaking_on_one)
 
     summary = ingest.handler(event, FakeLambdaContext())
 
@@ -504,18 +503,37 @@ def test_metrics_are_emitted_as_emf(
 def test_a_broken_coalesce_still_imports_one_finding_per_alert(
     wire: HttpFaults, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(records: Any, ctx: Any) -> Any:
-        # Part-way through the batch, after yielding a finding: none of them may be lost or sent
-        # twice.
-        yield from islice(coalesce_texts(records, ctx), 1)
+    def broken(self: Any, group: Any) -> Any:
         raise RuntimeError("coalescing bug")
 
-    coalesce_texts = findings.coalesce_texts
-    monkeypatch.setattr(findings, "coalesce_texts", broken)
+    monkeypatch.setattr(findings.FindingBuilder, "group_text", broken)
     summary = ingest.handler(log_records(shell_records(4)), FakeLambdaContext())
     assert summary["imported"] == 4
     assert summary["skipped"] == {}
     assert len(stored_findings(REGION)) == 4
+
+
+def test_a_finding_that_cannot_be_built_skips_only_its_alerts(
+    wire: HttpFaults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = findings.FindingBuilder.alert_text
+    event = log_records(shell_records(4))
+    poison = alerts.decode_subscription_event(event).events[1].id
+
+    def broken(self: Any, group: Any) -> Any:
+        raise RuntimeError("coalescing bug")
+
+    def alone(self: Any, record: Any) -> Any:
+        if record.log_event_id == poison:
+            raise RuntimeError("mapping bug")
+        return original(self, record)
+
+    monkeypatch.setattr(findings.FindingBuilder, "group_text", broken)
+    monkeypatch.setattr(findings.FindingBuilder, "alert_text", alone)
+    summary = ingest.handler(event, FakeLambdaContext())
+    assert summary["imported"] == 3
+    assert summary["skipped"] == {"unexpected_error": 1}
+    assert len(stored_findings(REGION)) == 3
 
 
 def test_debug_logs_say_which_log_event_became_which_finding(

@@ -143,7 +143,7 @@ def test_progress_bar_only_when_asked(alerts_file: Path, no_aws_calls: None) -> 
     _, _, quiet = run_cli("replay", str(alerts_file), "--dry-run")
     _, _, shown = run_cli("replay", str(alerts_file), "--dry-run", "--progress")
     assert "\r" not in quiet  # stderr is not a terminal here
-    assert "\rreading [" in shown
+    assert "\rreplaying [" in shown
     assert "100%" in shown
 
 
