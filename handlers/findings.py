@@ -82,6 +82,7 @@ from handlers.names import (
 __all__ = [
     "Finding",
     "FindingContext",
+    "behavior_finding_text",
     "coalesce",
     "coalesce_texts",
     "filter_alert",
@@ -196,6 +197,40 @@ def _coalesced(
     for group in coalescing.groups(records):
         occurrences = group.count if group.count > 1 else None
         yield _finding(group.record, call, group.first, group.last, occurrences, group.key)
+
+
+# --- issue 12 hook: one finding per behaviour and window (handlers/occurrences.py) --------------
+
+
+def behavior_finding_text(
+    record: AlertRecord,
+    ctx: FindingContext,
+    *,
+    finding_id: str,
+    first: ObservedTime,
+    last: ObservedTime,
+    occurrences: int,
+    updated_at: str,
+    facts: dict[str, str],
+) -> tuple[str, str]:
+    """``record``'s finding as the finding of its behaviour: the behaviour's Id, count and
+    observed times, and ``facts`` (namespace, workload, image, process) in the primary container
+    resource's ``Details.Other``, where suppressions (automation rules) can match them."""
+    finding, _ = _finding(record, _Call(ctx), first, last, occurrences, None)
+    finding["Id"] = finding_id
+    finding["UpdatedAt"] = updated_at
+    primary = finding["Resources"][0]
+    if primary["Type"] == "Container" and facts:
+        other = {
+            key: truncate(escaped(value), asff.MAX_DETAIL_LENGTH) for key, value in facts.items()
+        }
+        primary["Details"] = {**primary.get("Details", {}), "Other": other}
+    return finding_id, _within_size(finding)
+
+
+def generator_id(rule: str) -> str:
+    """The GeneratorId of a rule's findings (suppressions match on it)."""
+    return _generator_id(rule)
 
 
 # --- one finding ------------------------------------------------------------------------------

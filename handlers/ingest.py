@@ -32,7 +32,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers import alerts, findings, heartbeat, names, securityhub
+from handlers import alerts, findings, heartbeat, names, occurrences, securityhub, shadow
 from handlers.securityhub import ImportFailed
 
 __all__ = ["ConfigurationError", "ImportFailed", "handler"]
@@ -220,6 +220,16 @@ def _emit_metrics(
             metric.add_dimension(name="Reason", value=reason)
 
 
+def _storm_metrics(storm: occurrences.StormResult, shadows: list[alerts.AlertRecord]) -> None:
+    """Issue 12: alerts of re-delivered events (not counted again), counter failures, and shadow
+    rules' alerts per rule."""
+    metrics.add_metric(name="AlertsRecounted", unit=MetricUnit.Count, value=storm.recounted)
+    metrics.add_metric(name="OccurrenceFailures", unit=MetricUnit.Count, value=len(storm.failed))
+    if shadows:
+        known = shadow.parse_rule_list(os.environ.get("SHADOW_RULES"))
+        shadow.emit(shadow.count(shadows), known, NAMESPACE, SERVICE)
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while one event is handled; it resumes afterwards.
@@ -277,17 +287,30 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
     records: list[alerts.AlertRecord] = []
     beats: list[heartbeat.Heartbeat] = []
+    shadows: list[alerts.AlertRecord] = []  # issue 12: shadow rules are counted, not imported
     for log_event in batch.events:
         outcome = _parse(log_event, ctx, beats)
         if isinstance(outcome, alerts.Skip):
             _skip(outcome, skipped)
+        elif shadow.is_shadow(outcome):
+            shadows.append(outcome)
         else:
             records.append(outcome)
 
     if records and ctx.cluster_name:
         # The node's EC2 instance as the coverage checker last saw it (best effort, cached).
         heartbeat.enrich(records, heartbeat.directory_for(ctx.region, ctx.cluster_name))
-    found = _map(records, ctx, skipped) if records else []
+    # -- issue 12: repeats across invocations (handlers/occurrences.py, docs/storms.md) --------
+    store = occurrences.store_from_environment(os.environ, ctx.region)
+    storm = occurrences.StormResult()
+    if store is not None and records:
+        found_storms = occurrences.storms(records, ctx.cluster_name, store.window_seconds)
+        storm = occurrences.count_and_map(found_storms, store, ctx)
+        found = storm.found
+    else:
+        found = _map(records, ctx, skipped) if records else []
+    _storm_metrics(storm, shadows)
+    # -- end of issue 12 hook -------------------------------------------------------------------
     coalesced = len(records) - len(found)
     _log_findings(found)
     result = securityhub.import_serialized(securityhub_client(ctx.region), found)
@@ -330,6 +353,8 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
                 extra={"omitted": len(result.failed) - MAX_FAILURE_LOG_LINES},
             )
         raise ImportFailed(result)
+    if storm.failed:  # issue 12: those behaviours were not imported; the retry counts once
+        raise occurrences.StateUnavailable(storm.failed)
     if written.failed:
         # Findings are in; failing lets Lambda retry the event so no heartbeat is lost (both
         # writes are idempotent).
