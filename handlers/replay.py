@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
-from handlers import alerts, findings, names, securityhub
+from handlers import alerts, findings, names, securityhub, shadow
 
 # Lines skipped for these reasons point at bad input: they are listed with line number and
 # detail. The other reasons (internal events, below MIN_PRIORITY) are expected and only counted.
@@ -232,6 +232,7 @@ def run(options: ReplayOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
     else:
         progress.update("reading", summary.lines, None, "lines", final=True)
 
+    records, shadows = shadow.split(records)  # issue 12: shadow rules are never imported
     found = findings.coalesce(records, ctx)
     summary.findings = len(found)
     summary.coalesced = len(records) - len(found)
@@ -254,6 +255,10 @@ def run(options: ReplayOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
             origin = {f["Id"]: f.get("ProductFields", {}).get("falco/log_event_id") for f in found}
             summary.origins = {f.id: origin.get(f.id) or name for f in summary.failed}
     write_summary(summary, name, stderr, dry_run=options.dry_run, region=ctx.region)
+    if shadows and options.dry_run:  # issue 12: what the shadow rules would have produced
+        shadow.write_dry_run(shadows, ctx, stdout, stderr, name)
+    elif shadows:
+        stderr.write(f"{name}: {len(shadows)} alerts of shadow rules not imported\n")
     return summary.exit_status(strict=options.strict)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
 from handlers.alerts import AlertRecord
 from handlers.names import SHADOW_TAG
@@ -86,3 +87,29 @@ def emit(counts: Mapping[str, int], known: frozenset[str], namespace: str, servi
         ) as metric:
             metric.add_dimension(name="service", value=service)
             metric.add_dimension(name="Rule", value=rule[:1024])
+
+
+def split(records: list[AlertRecord]) -> tuple[list[AlertRecord], list[AlertRecord]]:
+    """(records to import, shadow rules' records)."""
+    kept = [record for record in records if not is_shadow(record)]
+    return kept, [record for record in records if is_shadow(record)]
+
+
+def write_dry_run(
+    records: list[AlertRecord], ctx: Any, stdout: IO[str], stderr: IO[str], name: str
+) -> None:
+    """What shadow rules would have produced (``replay --dry-run``): their findings on stdout,
+    marked ``falco/shadow: true`` in ProductFields, and per rule a line on stderr. Nothing of
+    theirs is ever imported."""
+    from handlers import findings  # not needed by the Lambda's shadow path
+
+    produced = findings.coalesce(records, ctx)
+    for finding in produced:
+        finding["ProductFields"]["falco/shadow"] = "true"
+        stdout.write(json.dumps(finding, sort_keys=True) + "\n")
+    per_rule = Counter(finding["ProductFields"]["falco/rule"] for finding in produced)
+    for rule, alerts in sorted(count(records).items()):
+        stderr.write(
+            f"{name}: shadow rule {rule!r}: {alerts} alerts -> {per_rule.get(rule, 0)} findings "
+            "(not imported)\n"
+        )
