@@ -13,6 +13,7 @@ IAM and resource policies are built by the pure functions in this module (plain 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.key_policy import account_root_statement, cloudwatch_logs_statement
-from handlers.names import METRICS_NAMESPACE, SERVICE_NAME, custom_product_arn, log_group_arn
+from handlers.names import (
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    custom_product_arn,
+    log_group_arn,
+    occurrences_table_name,
+)
 
 COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
@@ -42,6 +49,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/securityhub.py",
     "handlers/ingest.py",
     "handlers/names.py",
+    "handlers/occurrences.py",
+    "handlers/shadow.py",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +110,12 @@ class FindingsPipelineArgs:
     alarm_email: str | None
     security_hub: pulumi.Resource
     tags: dict[str, str] = field(default_factory=dict)
+    # Issue 12 (docs/storms.md): repeats across invocations are counted in the cluster's
+    # occurrence table (components/storm_state.py) over windows of this many minutes; None
+    # leaves the function coalescing within one invocation only.
+    occurrence_window_minutes: int | None = None
+    # Shadow rules of the custom rules file: the only values of the ShadowAlerts Rule dimension.
+    shadow_rules: Sequence[str] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +132,19 @@ def alert_log_group_name_for(cluster_name: str) -> str:
 
 def function_log_group_name_for(function_name: str) -> str:
     return f"/aws/lambda/{function_name}"
+
+
+def storm_environment(
+    cluster_name: str, window_minutes: int | None, shadow_rules: Sequence[str]
+) -> dict[str, str]:
+    """The function's issue 12 variables (handlers/occurrences.py, handlers/shadow.py)."""
+    variables: dict[str, str] = {}
+    if window_minutes is not None:
+        variables["OCCURRENCES_TABLE"] = occurrences_table_name(cluster_name)
+        variables["OCCURRENCE_WINDOW_SECONDS"] = str(window_minutes * 60)
+    if shadow_rules:
+        variables["SHADOW_RULES"] = json.dumps(list(shadow_rules), separators=(",", ":"))
+    return variables
 
 
 def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:
@@ -485,6 +513,9 @@ class FindingsPipeline(pulumi.ComponentResource):
                     "MIN_PRIORITY": args.min_priority,
                     "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                     "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                    **storm_environment(
+                        args.cluster_name, args.occurrence_window_minutes, args.shadow_rules
+                    ),
                 }
             ),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(

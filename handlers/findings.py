@@ -215,7 +215,8 @@ def behavior_finding_text(
 ) -> tuple[str, str]:
     """``record``'s finding as the finding of its behaviour: the behaviour's Id, count and
     observed times, and ``facts`` (namespace, workload, image, process) in the primary container
-    resource's ``Details.Other``, where suppressions (automation rules) can match them."""
+    resource's ``Details.Other`` (and the image as its ``ApplicationName``), where suppressions
+    (automation rules) can match them."""
     finding, _ = _finding(record, _Call(ctx), first, last, occurrences, None)
     finding["Id"] = finding_id
     finding["UpdatedAt"] = updated_at
@@ -225,6 +226,8 @@ def behavior_finding_text(
             key: truncate(escaped(value), asff.MAX_DETAIL_LENGTH) for key, value in facts.items()
         }
         primary["Details"] = {**primary.get("Details", {}), "Other": other}
+        if "Image" in other:  # suppressions match the image here (ResourceApplicationName)
+            primary["ApplicationName"] = other["Image"]  # type: ignore[typeddict-unknown-key]
     return finding_id, _within_size(finding)
 
 
