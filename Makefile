@@ -40,9 +40,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB
+## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB;
+## then the storm benchmark (10,000 repeats of one alert: findings, counts, calls, DynamoDB cost)
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
+	$(PY) bench/storm_bench.py
 
 clean:
 	rm -rf $(VENV) $(POLICY_VENV) .pytest_cache .ruff_cache .hypothesis
