@@ -224,7 +224,25 @@ def test_two_invocations_interleaved_on_one_key_both_count(aws: Any) -> None:
     assert store_a.count(a).occurrences == store_b.count(b).occurrences == 11
 
 
-def test_concurrent_invocations_on_one_key_count_exactly(aws: Any) -> None:
+@pytest.fixture
+def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each request atomically; moto does not guard its read-modify-write
+    against threads, so each request is made atomic here (as the server is). Requests of
+    different threads still interleave freely, which is what the code under test must survive."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()  # a transaction calls update_item and put_item itself
+    for name in ("transact_write_items", "update_item", "put_item"):
+        original = getattr(DynamoDBBackend, name)
+
+        def atomic(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, atomic)
+
+
+def test_concurrent_invocations_on_one_key_count_exactly(aws: Any, atomic_moto: None) -> None:
     """Threads against one DynamoDB (moto): 8 invocations of 25 alerts, each delivered twice."""
     storms = [storm_of(range(n * 25, n * 25 + 25), n * 100) for n in range(8)]
     errors: list[BaseException] = []
