@@ -318,3 +318,74 @@ def test_a_bad_window_is_a_configuration_error() -> None:
         occurrences.store_from_environment(
             {"OCCURRENCES_TABLE": "t", "OCCURRENCE_WINDOW_SECONDS": "1h"}, REGION
         )
+
+
+def test_one_counter_update_per_behaviour_per_invocation_not_per_alert(aws: Any) -> None:
+    shell = [alert_at(i) for i in range(40)]
+    other = [alert_at(i, pod="cart-6b8d9c7f5b-x7k2p") for i in range(10)]
+    ingest.handler(event_of(shell + other, first_id=0), FakeLambdaContext())
+    store = occurrences.store_from_environment({"OCCURRENCES_TABLE": TABLE}, REGION)
+    assert store is not None
+    assert store.calls == 4  # per behaviour: one transaction and one update, for 50 alerts
+    assert sorted(f["ProductFields"]["falco/occurrences"] for f in falco_findings()) == ["10", "40"]
+
+
+def matches(criteria: dict[str, list[dict[str, str]]], finding: dict[str, Any]) -> bool:
+    """Security Hub's reading of automation rule criteria: every field must match (a filter on
+    a field with several values matches any of them, as Security Hub ORs them)."""
+
+    def compare(comparison: str, actual: str | None, wanted: str) -> bool:
+        if actual is None:
+            return False
+        return {
+            "EQUALS": actual == wanted,
+            "PREFIX": actual.startswith(wanted),
+            "CONTAINS": wanted in actual,
+        }[comparison]
+
+    resources = finding["Resources"]
+    values = {
+        "product_names": lambda f: [finding["ProductName"]],
+        "generator_ids": lambda f: [finding["GeneratorId"]],
+        "resource_ids": lambda f: [r["Id"] for r in resources],
+        "resource_application_names": lambda f: [r.get("ApplicationName") for r in resources],
+        "resource_details_others": lambda f: [
+            r.get("Details", {}).get("Other", {}).get(f["key"]) for r in resources
+        ],
+    }
+    return all(
+        any(compare(f["comparison"], v, f["value"]) for f in filters for v in values[field](f))
+        for field, filters in criteria.items()
+    )
+
+
+def test_suppressions_match_the_findings_the_handler_makes(aws: Any) -> None:
+    from components.suppressions import criteria, parse_suppressions
+
+    ci_pod = "gitlab-runner-5c7b9f6d48-bq2zr"
+    alert = alert_at(1, pod=ci_pod)
+    alert["output_fields"].update(
+        {
+            "k8s.ns.name": "ci",
+            "container.image.repository": "registry.example.com/ci-runner",
+            "proc.cmdline": "sh -c gitlab-runner-helper build",
+        }
+    )
+    elsewhere = alert_at(2)  # the same rule in another namespace, image and process
+    ingest.handler(event_of([alert, elsewhere], first_id=0), FakeLambdaContext())
+    by_namespace = {f["Resources"][0]["Details"]["Other"]["Namespace"]: f for f in falco_findings()}
+    (suppression,), problems = parse_suppressions(
+        """
+- name: ci
+  rule: Terminal shell in container
+  namespace: ci
+  image: "registry.example.com/ci-runner*"
+  process: "*gitlab-runner-helper*"
+  reason: CI jobs
+  expires: 2099-01-01
+""",
+        __import__("datetime").date(2026, 1, 1),
+    )
+    assert problems == []
+    assert matches(criteria(suppression), by_namespace["ci"])
+    assert not matches(criteria(suppression), by_namespace["shop"])
