@@ -88,6 +88,8 @@ FAILED_EVENT_RETENTION_SECONDS = 14 * 24 * 60 * 60
 # stderr line. The handler still parses and filters each event; this only keeps noise out.
 FILTER_PATTERN = "rule priority"
 
+MAX_SHADOW_RULES_TEXT = 2048
+
 # Lambda's function-name limit.
 MAX_FUNCTION_NAME_LENGTH = 64
 
@@ -142,8 +144,15 @@ def storm_environment(
     if window_minutes is not None:
         variables["OCCURRENCES_TABLE"] = occurrences_table_name(cluster_name)
         variables["OCCURRENCE_WINDOW_SECONDS"] = str(window_minutes * 60)
-    if shadow_rules:
-        variables["SHADOW_RULES"] = json.dumps(list(shadow_rules), separators=(",", ":"))
+    # Lambda allows 4 KB of environment in all: the rule names get at most half. Rules beyond it
+    # are still counted, under "(other shadow rules)".
+    named: list[str] = []
+    for rule in shadow_rules:
+        if len(json.dumps([*named, rule], separators=(",", ":"))) > MAX_SHADOW_RULES_TEXT:
+            break
+        named.append(rule)
+    if named:
+        variables["SHADOW_RULES"] = json.dumps(named, separators=(",", ":"))
     return variables
 
 

@@ -11,6 +11,8 @@ types are its contract:
   asff.py            pure: the finding's shape (TypedDicts), ASFF limits, its JSON encoding
   findings.py        pure: Falco alert -> ASFF finding; filtering; coalesced findings
   securityhub.py     BatchImportFindings: chunking (100 / 240 KB / 6 MB), retries of failures
+  occurrences.py     repeats across invocations: behaviour key, window, DynamoDB counter
+  shadow.py          rules tagged `shadow`: counted per rule (EMF), never imported
   ingest.py          the Lambda handler: thin shell, Powertools Logger and Metrics
   replay.py, demo.py, __main__.py   `python -m handlers replay|demo` (not in the Lambda)
 

@@ -181,3 +181,15 @@ def test_the_function_counts_in_the_table_with_the_window_and_knows_its_shadow_r
 def test_falco_starts_after_the_table_and_the_role_access(home: Any) -> None:
     # Its first alerts must find the table and the ingest role's access to it.
     assert {"storms-table", "storms-ingest"} <= home.dependencies["runtime-security-falco"]
+
+
+def test_shadow_rule_names_stay_within_the_functions_environment_limit() -> None:
+    from components.findings_pipeline import MAX_SHADOW_RULES_TEXT, storm_environment
+
+    rules = [f"Shadow rule number {n} " + "x" * 60 for n in range(100)]
+    variables = storm_environment("c", 60, rules)
+    named = json.loads(variables["SHADOW_RULES"])
+    assert len(variables["SHADOW_RULES"]) <= MAX_SHADOW_RULES_TEXT
+    assert named == rules[: len(named)]
+    assert 0 < len(named) < len(rules)
+    assert "OCCURRENCES_TABLE" not in storm_environment("c", None, ())
