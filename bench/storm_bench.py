@@ -42,6 +42,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "FalcoSecurityHub")
 
 import aws_fakes  # noqa: E402 - after sys.path
 import boto3  # noqa: E402
+import moto_transactions  # noqa: E402
 
 from handlers import alerts, findings, heartbeat, ingest, occurrences  # noqa: E402
 from handlers.names import occurrences_table_name  # noqa: E402
@@ -92,11 +93,18 @@ class Calls:
 
     def __init__(self, *clients: Any) -> None:
         self.by_operation: Counter[str] = Counter()
+        self.transaction_items = 0  # items written by TransactWriteItems calls
         for client in clients:
             client.meta.events.register("before-call.*.*", self._count)
+            client.meta.events.register(
+                "before-parameter-build.dynamodb.TransactWriteItems", self._items
+            )
 
     def _count(self, model: Any, **_: Any) -> None:
         self.by_operation[model.name] += 1
+
+    def _items(self, params: dict[str, Any], **_: Any) -> None:
+        self.transaction_items += len(params.get("TransactItems", []))
 
 
 def create_table(region: str) -> None:
@@ -130,6 +138,7 @@ def run_handler(schedule: list[dict[str, Any]], *, with_table: bool) -> dict[str
     counts = [int(f["ProductFields"].get("falco/occurrences", "1")) for f in stored]
     # The storm's own requests (the handler's one heartbeat-directory Query is not one of them).
     dynamodb = {op: calls.by_operation[op] for op in ("TransactWriteItems", "UpdateItem")}
+    dynamodb["transaction items"] = calls.transaction_items
     return {
         "findings": len(stored),
         "count": max(counts, default=0),
@@ -169,18 +178,19 @@ def run_guidance(schedule: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cost_per_million(dynamodb: dict[str, int]) -> tuple[float, str]:
     """On-demand cost of the requests, scaled to a million alerts; and the arithmetic."""
-    # Every item stays under 1 KB: a transaction writes 2 items (delivery, counter) at 2 WRU
-    # each; an UpdateItem is 1 WRU whether or not its condition holds. Cancelled transactions
-    # (re-deliveries) are counted as if billed in full: the upper bound.
-    wru = 4 * dynamodb.get("TransactWriteItems", 0) + dynamodb.get("UpdateItem", 0)
+    # Every item stays under 1 KB: each item a transaction writes is 2 WRU (the counter and one
+    # item per log event); an UpdateItem is 1 WRU whether or not its condition holds. Items of
+    # cancelled transactions (re-deliveries, which are retried without the events already
+    # counted) are counted as if billed in full: the upper bound.
+    items, updates = dynamodb["transaction items"], dynamodb["UpdateItem"]
+    wru = 2 * items + updates
     scale = 1_000_000 / ALERTS
     dollars = wru * scale * PRICE_PER_MILLION_WRU / 1_000_000
     arithmetic = (
-        f"(4 WRU x {dynamodb.get('TransactWriteItems', 0)} transactions + 1 WRU x "
-        f"{dynamodb.get('UpdateItem', 0)} updates) = {wru:,} WRU per {ALERTS:,} alerts; "
-        f"x {scale:.0f} = {wru * scale:,.0f} WRU per million alerts x "
-        f"${PRICE_PER_MILLION_WRU}/million WRU = ${dollars:.4f} (0 RRU: the update returns the "
-        "item, no read)"
+        f"(2 WRU x {items:,} transaction items + 1 WRU x {updates:,} updates) = {wru:,} WRU per "
+        f"{ALERTS:,} alerts; x {scale:.0f} = {wru * scale:,.0f} WRU per million alerts x "
+        f"${PRICE_PER_MILLION_WRU}/million WRU = ${dollars:.2f} (no reads: the update returns "
+        "the item)"
     )
     return dollars, arithmetic
 
@@ -191,11 +201,16 @@ def main() -> int:
         f"storm: {ALERTS:,} repeats of one alert over one hour in {DELIVERIES} deliveries, "
         f"{len(schedule) - DELIVERIES} of them delivered again ({len(schedule)} invocations)"
     )
-    counted = run_handler(schedule, with_table=True)
+    with moto_transactions.cheap_rollback():  # see tests/moto_transactions.py
+        counted = run_handler(schedule, with_table=True)
     per_batch = run_handler(schedule, with_table=False)
     guidance = run_guidance(schedule)
     rows = [
-        ("this handler, occurrence table", counted, sum(counted["dynamodb"].values())),
+        (
+            "this handler, occurrence table",
+            counted,
+            counted["dynamodb"]["TransactWriteItems"] + counted["dynamodb"]["UpdateItem"],
+        ),
         ("this handler, one invocation at a time", per_batch, 0),
         ("one finding per alert (AWS guidance)", guidance, 0),
     ]
@@ -215,12 +230,12 @@ def main() -> int:
         f"{per_batch['seconds']:.1f} s without ({len(schedule)} invocations)"
     )
     dollars, arithmetic = cost_per_million(counted["dynamodb"])
-    print(f"DynamoDB on demand per million alerts of such storms: ${dollars:.4f}")
+    print(f"DynamoDB on demand per million alerts of such storms: ${dollars:.2f}")
     print(f"  {arithmetic}")
-    worst = 5 * 1_000_000 * PRICE_PER_MILLION_WRU / 1_000_000
+    worst = 5 * PRICE_PER_MILLION_WRU
     print(
-        f"  worst case, every alert alone in its invocation: 5 WRU per alert = ${worst:.3f} per "
-        "million alerts"
+        f"  worst case, every alert alone in its invocation: 2 x 2 WRU (counter, event item) + "
+        f"1 WRU (update) = 5 WRU per alert = ${worst:.2f} per million alerts"
     )
     ok = counted["findings"] == counted["windows"] == 1 and counted["count"] == ALERTS
     print("one finding per window with the exact count:", "yes" if ok else "NO")

@@ -12,12 +12,13 @@ count (docs/storms.md).
   (``names.BEHAVIOR_ID_PREFIX``), so every import updates it in place and carries the current
   ``falco/occurrences``, ``FirstObservedAt`` and ``LastObservedAt``.
 * **Exact, idempotent counting** (:class:`OccurrenceStore`): per behaviour, window and invocation,
-  one ``TransactWriteItems`` puts a *delivery item* keyed by a digest of the group's CloudWatch log
-  event ids (condition: it does not exist) and ``ADD``\\ s the group's count to the *counter item*.
-  A re-delivered event (Lambda retry, redrive) carries the same log event ids, so its delivery item
-  exists and the whole transaction is cancelled: nothing is counted twice. A second call (a
-  conditional ``UpdateItem`` that moves ``last_ns`` forward and returns the item either way) reads
-  the count to import. Items are a few hundred bytes whatever the storm's size.
+  one ``TransactWriteItems`` (per 99 log events) adds the count to the *counter item* and
+  puts one *event item* per CloudWatch log event id, each on condition it does not exist. A
+  re-delivered log event (Lambda retry, redrive, a batch split or merged differently) finds its
+  event item: the transaction is cancelled, DynamoDB names the items whose condition failed, and
+  the transaction is retried without them. So each log event is counted exactly once. A second
+  call (a conditional ``UpdateItem`` that moves ``last_ns`` forward and returns the item either
+  way) reads the count to import. Every item is a few hundred bytes whatever the storm's size.
 
 Pure functions, plus :class:`OccurrenceStore`, the thin shell that takes a boto3 DynamoDB client.
 """
@@ -41,11 +42,13 @@ from handlers.names import BEHAVIOR_ID_PREFIX, parse_priority
 
 DEFAULT_WINDOW_SECONDS = 3600
 # How long state outlives its window: the on-failure queue keeps events 14 days, so a redrive
-# within that time still finds the delivery items (and is not counted again).
+# within that time still finds the event items (and is not counted again).
 RETENTION_SECONDS = 15 * 24 * 3600
 # Tries of one transaction that DynamoDB cancels because another invocation's transaction on the
 # same counter is in flight (TransactionConflict); backoff doubles from 20 ms.
 CONFLICT_ATTEMPTS = 6
+# TransactWriteItems takes at most 100 items: the counter and 99 log events.
+EVENTS_PER_TRANSACTION = 99
 
 # Item attributes (the component's IAM condition names exactly these).
 ID = "id"
@@ -194,11 +197,9 @@ class Storm:
         """The counter item's id."""
         return f"{self.behavior.digest}#{self.window_ns}"
 
-    @property
-    def delivery(self) -> str:
-        """The delivery item's id: which log events of this key this invocation counts."""
-        ids = "\x1f".join(sorted(self.log_event_ids))
-        return f"{self.key}#{hashlib.sha256(ids.encode('utf-8', 'surrogatepass')).hexdigest()}"
+    def event_item_id(self, log_event_id: str) -> str:
+        """The id of the item that says this log event was counted."""
+        return f"{self.key}#{log_event_id}"
 
     @property
     def finding_id(self) -> str:
@@ -235,7 +236,8 @@ class Tally:
     occurrences: int
     first_ns: int
     last_ns: int
-    counted: bool  # False: these log events had been counted before (a re-delivery)
+    counted: int  # log events counted by this call
+    recounted: int  # log events counted before (a re-delivery, however it was batched)
 
 
 class StateUnavailable(RuntimeError):
@@ -248,41 +250,46 @@ class StateUnavailable(RuntimeError):
         super().__init__(f"{len(failed)} alert storm counters not updated: {shown}")
 
 
-def transaction(table: str, storm: Storm, window_seconds: int) -> list[dict[str, Any]]:
-    """The TransactWriteItems items that count ``storm`` once: delivery item + counter ADD."""
+def transaction(
+    table: str, storm: Storm, window_seconds: int, event_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The TransactWriteItems items that count ``event_ids`` (log events of ``storm``) once: the
+    counter's ADD first, then one event item per log event, each on condition it is new."""
     expires = (storm.window_ns // _NS) + window_seconds + RETENTION_SECONDS
-    return [
+    counter = {
+        "Update": {
+            "TableName": table,
+            "Key": {ID: {"S": storm.key}},
+            "UpdateExpression": (
+                "ADD #n :n SET #exp = :exp, #first = if_not_exists(#first, :first), "
+                "#last = if_not_exists(#last, :last)"
+            ),
+            "ExpressionAttributeNames": {
+                "#n": OCCURRENCES,
+                "#exp": EXPIRES_AT,
+                "#first": FIRST_NS,
+                "#last": LAST_NS,
+            },
+            "ExpressionAttributeValues": {
+                ":n": {"N": str(len(event_ids))},
+                ":exp": {"N": str(expires)},
+                ":first": {"N": str(storm.first.ns)},
+                ":last": {"N": str(storm.last.ns)},
+            },
+        }
+    }
+    events = [
         {
             "Put": {
                 "TableName": table,
-                "Item": {ID: {"S": storm.delivery}, EXPIRES_AT: {"N": str(expires)}},
+                "Item": {ID: {"S": storm.event_item_id(event_id)}, EXPIRES_AT: {"N": str(expires)}},
                 "ConditionExpression": "attribute_not_exists(#id)",
                 "ExpressionAttributeNames": {"#id": ID},
             }
-        },
-        {
-            "Update": {
-                "TableName": table,
-                "Key": {ID: {"S": storm.key}},
-                "UpdateExpression": (
-                    "ADD #n :n SET #exp = :exp, #first = if_not_exists(#first, :first), "
-                    "#last = if_not_exists(#last, :last)"
-                ),
-                "ExpressionAttributeNames": {
-                    "#n": OCCURRENCES,
-                    "#exp": EXPIRES_AT,
-                    "#first": FIRST_NS,
-                    "#last": LAST_NS,
-                },
-                "ExpressionAttributeValues": {
-                    ":n": {"N": str(storm.count)},
-                    ":exp": {"N": str(expires)},
-                    ":first": {"N": str(storm.first.ns)},
-                    ":last": {"N": str(storm.last.ns)},
-                },
-            }
-        },
+        }
+        for event_id in event_ids
     ]
+    return [counter, *events]
 
 
 def move_request(table: str, storm: Storm, attribute: str, value: int) -> dict[str, Any]:
@@ -320,8 +327,12 @@ class OccurrenceStore:
         self.calls = 0  # DynamoDB requests made (the benchmark prints them)
 
     def count(self, storm: Storm) -> Tally:
-        """Count ``storm`` once (ClientError/BotoCoreError after retries propagate)."""
-        counted = self._count_once(storm)
+        """Count ``storm``'s log events that were not counted before (ClientError/BotoCoreError
+        after retries propagate), then read the counter."""
+        counted = 0
+        event_ids = sorted(set(storm.log_event_ids))
+        for start in range(0, len(event_ids), EVENTS_PER_TRANSACTION):
+            counted += self._count_once(storm, event_ids[start : start + EVENTS_PER_TRANSACTION])
         item = self._move(storm, LAST_NS, storm.last.ns)
         if int(item[FIRST_NS]["N"]) > storm.first.ns:  # alerts that arrived out of order
             item = self._move(storm, FIRST_NS, storm.first.ns)
@@ -330,26 +341,43 @@ class OccurrenceStore:
             first_ns=int(item[FIRST_NS]["N"]),
             last_ns=int(item[LAST_NS]["N"]),
             counted=counted,
+            recounted=len(event_ids) - counted,
         )
 
-    def _count_once(self, storm: Storm) -> bool:
-        items = transaction(self.table, storm, self.window_seconds)
-        for attempt in range(CONFLICT_ATTEMPTS):
+    def _count_once(self, storm: Storm, event_ids: Sequence[str]) -> int:
+        """Count the events of ``event_ids`` not counted before; returns how many were new.
+
+        A cancelled transaction names, item by item, which conditions failed: those events were
+        counted before (a re-delivery, however it was batched). They are dropped and the rest is
+        tried again; a conflict with another transaction is retried after a backoff.
+        """
+        pending = list(event_ids)
+        conflicts = 0
+        while pending:
             self.calls += 1
             try:
-                self.client.transact_write_items(TransactItems=items)
+                self.client.transact_write_items(
+                    TransactItems=transaction(self.table, storm, self.window_seconds, pending)
+                )
             except ClientError as exc:
                 if _error_code(exc) != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False  # this delivery was counted before
-                if "TransactionConflict" not in reasons or attempt == CONFLICT_ATTEMPTS - 1:
+                seen = {
+                    event_id
+                    for event_id, reason in zip(pending, reasons[1:], strict=False)
+                    if reason == "ConditionalCheckFailed"
+                }
+                if seen:
+                    pending = [event_id for event_id in pending if event_id not in seen]
+                    continue
+                if "TransactionConflict" not in reasons or conflicts == CONFLICT_ATTEMPTS - 1:
                     raise
-                self.sleep(0.02 * 2**attempt)
+                self.sleep(0.02 * 2**conflicts)
+                conflicts += 1
             else:
-                return True
-        raise AssertionError("unreachable")  # pragma: no cover
+                return len(pending)
+        return 0
 
     def _move(self, storm: Storm, attribute: str, value: int) -> dict[str, Any]:
         self.calls += 1
@@ -407,10 +435,8 @@ def count_and_map(
         except BotoCoreError as exc:
             result.failed.append((storm.key, type(exc).__name__))
             continue
-        if tally.counted:
-            result.counted += storm.count
-        else:
-            result.recounted += storm.count
+        result.counted += tally.counted
+        result.recounted += tally.recounted
         first = ObservedTime(tally.first_ns, falco_time_from_ns(tally.first_ns), True)
         last = ObservedTime(tally.last_ns, falco_time_from_ns(tally.last_ns), True)
         # UpdatedAt: when this count was read. Counts only grow, so a later read carries a count

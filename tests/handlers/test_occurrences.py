@@ -218,10 +218,21 @@ def test_two_invocations_interleaved_on_one_key_both_count(aws: Any) -> None:
     store_a = occurrences.OccurrenceStore(aws, TABLE)
     store_b = occurrences.OccurrenceStore(boto3.client("dynamodb", region_name=REGION), TABLE)
     a, b = storm_of(range(0, 7), 0), storm_of(range(100, 104), 1000)
-    assert store_a._count_once(a)
-    assert store_b._count_once(b)
-    assert not store_a._count_once(a)  # A's retry
+    assert store_a._count_once(a, a.log_event_ids) == 7
+    assert store_b._count_once(b, b.log_event_ids) == 4
+    assert store_a._count_once(a, a.log_event_ids) == 0  # A's retry
     assert store_a.count(a).occurrences == store_b.count(b).occurrences == 11
+
+
+def test_a_retry_that_batches_the_events_differently_counts_only_the_new_ones(aws: Any) -> None:
+    """A first attempt got through half the events; the retry carries all of them."""
+    context = FakeLambdaContext()
+    storm = [alert_at(i) for i in range(120)]
+    ingest.handler(event_of(storm[:50], first_id=0), context)
+    ingest.handler(event_of(storm, first_id=0), context)  # the same log event ids, re-batched
+    ingest.handler(event_of(storm[100:], first_id=100), context)
+    (finding,) = falco_findings()
+    assert finding["ProductFields"]["falco/occurrences"] == "120"
 
 
 @pytest.fixture
