@@ -42,9 +42,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB
+## bench: per-alert cost next to the decode floor; findings/s, CPU share and cost at 256 MB;
+## then the storm benchmark (10,000 repeats of one alert: findings, counts, calls, DynamoDB cost)
 bench: $(STAMP)
 	$(PY) bench/handler_bench.py
+	$(PY) bench/storm_bench.py
 
 ## loadtest: many concurrent invocations against Security Hub's quota (emulated, with an outage),
 ## Lambda's retries and on-failure queue, then redrive; fails if any alert is lost

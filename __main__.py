@@ -1,10 +1,11 @@
 """falco-securityhub: one stack per region; reads the stack's settings and composes components.
 
 Network -> Cluster (or ExistingCluster, looked up by existingClusterName) -> RegionalHub ->
-FindingsPipeline -> SensorCoverage -> RuntimeSecurity (-> AuditDetection when the cluster sends
-its audit log), plus the CentralHub in the Security Hub home region only; a linked region's stack
-checks the home stack agrees with it (components/home_stack.py). Settings: components/settings.py
-(defaults, checks) and Pulumi.<stack>.yaml (what differs per stack).
+FindingsPipeline -> StormState, Suppressions -> SensorCoverage -> RuntimeSecurity
+(-> AuditDetection when the cluster sends its audit log), plus the CentralHub in the Security
+Hub home region only; a linked region's stack checks the home stack agrees with it
+(components/home_stack.py). Settings: components/settings.py (defaults, checks) and
+Pulumi.<stack>.yaml (what differs per stack).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from components.network import Network, NetworkArgs
 from components.regional_hub import RegionalHub, RegionalHubArgs
 from components.runtime_security import RuntimeSecurity, RuntimeSecurityArgs
 from components.settings import engine_config, load_settings
+from components.storm_state import StormState, StormStateArgs
+from components.suppressions import Suppressions, SuppressionsArgs
+from handlers.shadow import shadow_rules
 
 
 def findings_console_url(home_region: str, partition: str) -> str:
@@ -154,7 +158,25 @@ pipeline = FindingsPipeline(
         alarm_email=settings.alarm_email,
         security_hub=hub.account,
         tags=tags,
+        occurrence_window_minutes=settings.occurrence_window_minutes,
+        shadow_rules=shadow_rules(settings.falco_custom_rules),
     ),
+)
+# Alert storms (docs/storms.md): the counters the function updates, and the suppressions.
+storm_state = StormState(
+    "storms",
+    StormStateArgs(
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        account_id=account_id,
+        partition=partition,
+        ingest_role_name=pipeline.function_role_name,
+        tags=tags,
+    ),
+)
+Suppressions(
+    "suppressions",
+    SuppressionsArgs(suppressions=settings.suppressions, security_hub=hub.account, tags=tags),
 )
 coverage = SensorCoverage(
     "coverage",
@@ -193,7 +215,7 @@ runtime = RuntimeSecurity(
         falco_rules_version=settings.falco_rules_version,
         heartbeat_interval_minutes=settings.heartbeat_interval_minutes,
         # Heartbeats start with this release: their table and the ingest role's access first.
-        depends_on=[*cluster.runtime_dependencies, coverage],
+        depends_on=[*cluster.runtime_dependencies, coverage, storm_state],
         tags=tags,
     ),
 )

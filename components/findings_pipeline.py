@@ -14,6 +14,8 @@ see in `pulumi preview --diff`.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -37,7 +39,12 @@ from components.monitored_function import (
     own_log_streams_statement,
     policy_json,
 )
-from handlers.names import METRICS_NAMESPACE, SERVICE_NAME, custom_product_arn
+from handlers.names import (
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    custom_product_arn,
+    occurrences_table_name,
+)
 
 COMPONENT_TYPE = "falco-securityhub:index:FindingsPipeline"
 
@@ -60,6 +67,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "handlers/securityhub.py",
     "handlers/ingest.py",
     "handlers/names.py",
+    "handlers/occurrences.py",
+    "handlers/shadow.py",
 )
 
 # Lambda retries a failed asynchronous invocation twice (the maximum) before handing the event to
@@ -78,6 +87,8 @@ MAXIMUM_EVENT_AGE_SECONDS = 6 * 60 * 60
 # inside a string), and an empty pattern would invoke the function for every Falco banner and
 # stderr line. The handler still parses and filters each event; this only keeps noise out.
 FILTER_PATTERN = "rule priority"
+
+MAX_SHADOW_RULES_TEXT = 2048
 
 # Lambda's function-name limit.
 MAX_FUNCTION_NAME_LENGTH = 64
@@ -101,6 +112,12 @@ class FindingsPipelineArgs:
     alarm_email: str | None
     security_hub: pulumi.Resource
     tags: dict[str, str] = field(default_factory=dict)
+    # Issue 12 (docs/storms.md): repeats across invocations are counted in the cluster's
+    # occurrence table (components/storm_state.py) over windows of this many minutes; None
+    # leaves the function coalescing within one invocation only.
+    occurrence_window_minutes: int | None = None
+    # Shadow rules of the custom rules file: the only values of the ShadowAlerts Rule dimension.
+    shadow_rules: Sequence[str] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +130,26 @@ def function_name_for(cluster_name: str) -> str:
 
 def alert_log_group_name_for(cluster_name: str) -> str:
     return f"/falco/{cluster_name}/alerts"
+
+
+def storm_environment(
+    cluster_name: str, window_minutes: int | None, shadow_rules: Sequence[str]
+) -> dict[str, str]:
+    """The function's issue 12 variables (handlers/occurrences.py, handlers/shadow.py)."""
+    variables: dict[str, str] = {}
+    if window_minutes is not None:
+        variables["OCCURRENCES_TABLE"] = occurrences_table_name(cluster_name)
+        variables["OCCURRENCE_WINDOW_SECONDS"] = str(window_minutes * 60)
+    # Lambda allows 4 KB of environment in all: the rule names get at most half. Rules beyond it
+    # are still counted, under "(other shadow rules)".
+    named: list[str] = []
+    for rule in shadow_rules:
+        if len(json.dumps([*named, rule], separators=(",", ":"))) > MAX_SHADOW_RULES_TEXT:
+            break
+        named.append(rule)
+    if named:
+        variables["SHADOW_RULES"] = json.dumps(named, separators=(",", ":"))
+    return variables
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,6 +430,9 @@ class FindingsPipeline(pulumi.ComponentResource):
                     "MIN_PRIORITY": args.min_priority,
                     "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                     "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                    **storm_environment(
+                        args.cluster_name, args.occurrence_window_minutes, args.shadow_rules
+                    ),
                 },
                 region=args.region,
                 account_id=args.account_id,

@@ -17,6 +17,7 @@ allowed. Components receive validated values and do not check them again.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import ipaddress
 import json
@@ -34,6 +35,7 @@ from components.audit_detection import AUDIT_DETECTION_MODES
 from components.findings_pipeline import MAX_FUNCTION_NAME_LENGTH, function_name_for
 from components.network import NAT_PER_AZ, NAT_SINGLE
 from components.runtime_security import FALCO_RULES_VERSION
+from components.suppressions import Suppression, parse_suppressions
 from handlers.names import FALCO_PRIORITIES, PROJECT, parse_priority
 
 SettingType = Literal["string", "integer", "boolean", "array"]
@@ -538,6 +540,23 @@ class Settings:
         "an integer from 0 to 100",
         _between(0, 100),
     )
+    # -- alert storms and suppressions (docs/storms.md) -------------------------------------
+    occurrence_window_minutes: int = setting(
+        60,
+        "Repeats of one behaviour (rule, cluster, namespace, workload, image, command line) "
+        "within a window of this many minutes are one finding with an exact count.",
+        "an integer from 5 to 1440 (one day)",
+        _between(5, 1440),
+    )
+    suppressions_file: str = setting(
+        "",
+        "Suppressions (YAML, relative to the project directory): each entry becomes a Security "
+        "Hub automation rule that sets matching Falco findings to SUPPRESSED with its reason; an "
+        "expired entry stops the program. Empty means none.",
+        "empty, or the path of a `.yaml`/`.yml` file holding a list of entries with `name`, "
+        "`rule`, `reason`, `expires` (YYYY-MM-DD) and optional `namespace`, `image`, `process`",
+        _rules_file,
+    )
     # -- Security Hub ----------------------------------------------------------------------
     enable_default_standards: bool = setting(
         False,
@@ -576,6 +595,8 @@ class Settings:
 
     # The rules file's text (read at load time), or None.
     falco_custom_rules: str | None = None
+    # The suppressions file's entries (read and checked at load time).
+    suppressions: tuple[Suppression, ...] = ()
 
     @property
     def is_home_region(self) -> bool:
@@ -728,7 +749,11 @@ def _read_rules(path_text: str, base_dir: Path) -> str | None:
 
 
 def load_settings(
-    config: Mapping[str, str], stack_name: str, *, project_dir: Path | None = None
+    config: Mapping[str, str],
+    stack_name: str,
+    *,
+    project_dir: Path | None = None,
+    today: datetime.date | None = None,
 ) -> Settings:
     """Validate the stack's config (full keys -> text); raise one SettingsError for all problems.
 
@@ -784,6 +809,21 @@ def load_settings(
             custom_rules = _read_rules(values["falco_custom_rules_file"], project_dir or Path.cwd())
         except ValueError as error:
             problem(_BY_KEY["falcoCustomRulesFile"], values["falco_custom_rules_file"], str(error))
+    suppressions: tuple[Suppression, ...] = ()
+    if values.get("suppressions_file"):
+        spec, path = _BY_KEY["suppressionsFile"], values["suppressions_file"]
+        try:
+            text = (project_dir or Path.cwd()).joinpath(path).read_text(encoding="utf-8")
+        except OSError as error:
+            problem(spec, path, f"cannot be read ({error.strerror})")
+        else:
+            # Suppressions expire at the end of their day, UTC: the same answer on every machine.
+            found, reasons = parse_suppressions(
+                text, today or datetime.datetime.now(datetime.UTC).date()
+            )
+            suppressions = found
+            for reason in reasons:
+                problem(spec, path, reason)
     if problems:
         raise SettingsError(stack_name, problems)
 
@@ -797,7 +837,13 @@ def load_settings(
     )
     if typed["existing_cluster_name"]:
         typed["public_access_cidrs"] = ()
-    return Settings(stack_name=stack_name, region=region, falco_custom_rules=custom_rules, **typed)
+    return Settings(
+        stack_name=stack_name,
+        region=region,
+        falco_custom_rules=custom_rules,
+        suppressions=suppressions,
+        **typed,
+    )
 
 
 # -- what follows from the model: Pulumi.yaml's config block and the README table ---------------

@@ -13,6 +13,8 @@ types are its contract:
   findings.py        pure: Falco alert -> ASFF finding; filtering; coalesced findings
   securityhub.py     BatchImportFindings: chunking (100 / 240 KB / 6 MB), retries of failures,
                      streamed import, the retry quota refill, the time budget's worst case
+  occurrences.py     repeats across invocations: behaviour key, window, DynamoDB counter
+  shadow.py          rules tagged `shadow`: counted per rule (EMF), never imported
   ingest.py          the Lambda handler: thin shell, Powertools Logger and Metrics, time budget
   replay.py, redrive.py, demo.py, __main__.py
                      `python -m handlers replay|redrive|demo` (not in the Lambda)

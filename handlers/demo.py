@@ -17,6 +17,8 @@ What it does, in order:
 4. Delivers the same event again (CloudWatch Logs and Lambda both re-deliver) and shows that the
    number of findings does not change.
 5. Reads the findings back with GetFindings and prints them with the handler's summaries.
+6. Sensor coverage (handlers/coverage_demo.py), then an alert storm folded into one finding with
+   its exact count across deliveries and re-deliveries (handlers/storm_demo.py).
 
 Not shipped in the Lambda (moto is a development dependency).
 """
@@ -241,6 +243,12 @@ def main(*, verbose: bool = False) -> int:
         from handlers import coverage_demo  # a node that stopped reporting: docs/coverage.md
 
         if coverage_demo.run(SITES[0].region, SITES[0].cluster_name, out):
+            return 1
+        from handlers import storm_demo  # repeats across invocations: docs/storms.md
+
+        site = SITES[0]
+        arn = f"arn:aws:lambda:{site.region}:{ACCOUNT_ID}:function:{site.function_name}"
+        if storm_demo.run(site.region, site.cluster_name, DemoContext(arn), out):
             return 1
     out.write(
         f"\nSummary: {totals['received']} log events received, {totals['imported']} findings "

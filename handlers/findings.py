@@ -86,6 +86,7 @@ __all__ = [
     "Finding",
     "FindingBuilder",
     "FindingContext",
+    "behavior_finding_text",
     "coalesce",
     "coalesce_texts",
     "filter_alert",
@@ -225,6 +226,43 @@ class FindingBuilder:
         observed = observed_time(record)
         finding, text = _finding(record, self._call, observed, observed, None, None)
         return finding["Id"], text
+
+
+# --- issue 12 hook: one finding per behaviour and window (handlers/occurrences.py) --------------
+
+
+def behavior_finding_text(
+    record: AlertRecord,
+    ctx: FindingContext,
+    *,
+    finding_id: str,
+    first: ObservedTime,
+    last: ObservedTime,
+    occurrences: int,
+    updated_at: str,
+    facts: dict[str, str],
+) -> tuple[str, str]:
+    """``record``'s finding as the finding of its behaviour: the behaviour's Id, count and
+    observed times, and ``facts`` (namespace, workload, image, process) in the primary container
+    resource's ``Details.Other`` (and the image as its ``ApplicationName``), where suppressions
+    (automation rules) can match them."""
+    finding, _ = _finding(record, _Call(ctx), first, last, occurrences, None)
+    finding["Id"] = finding_id
+    finding["UpdatedAt"] = updated_at
+    primary = finding["Resources"][0]
+    if primary["Type"] == "Container" and facts:
+        other = {
+            key: truncate(escaped(value), asff.MAX_DETAIL_LENGTH) for key, value in facts.items()
+        }
+        primary["Details"] = {**primary.get("Details", {}), "Other": other}
+        if "Image" in other:  # suppressions match the image here (ResourceApplicationName)
+            primary["ApplicationName"] = other["Image"]  # type: ignore[typeddict-unknown-key]
+    return finding_id, _within_size(finding)
+
+
+def generator_id(rule: str) -> str:
+    """The GeneratorId of a rule's findings (suppressions match on it)."""
+    return _generator_id(rule)
 
 
 # --- one finding ------------------------------------------------------------------------------

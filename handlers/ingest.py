@@ -25,14 +25,23 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers import alerts, coalescing, findings, heartbeat, names, securityhub
+from handlers import (
+    alerts,
+    coalescing,
+    findings,
+    heartbeat,
+    names,
+    occurrences,
+    securityhub,
+    shadow,
+)
 from handlers.securityhub import ImportFailed, OutOfTime
 
 __all__ = ["ConfigurationError", "ImportFailed", "OutOfTime", "handler"]
@@ -204,14 +213,25 @@ def _log_finding(item: securityhub.Serialized) -> None:
     )
 
 
+class _Collector(Protocol):
+    """Where parsed alerts go: coalescing.Coalescer (repeats within this invocation) or
+    occurrences.StormCollector (repeats across invocations, docs/storms.md)."""
+
+    def add(self, record: alerts.AlertRecord) -> None: ...
+
+
 def _coalesce(
-    events: list[alerts.LogEvent], ctx: findings.FindingContext, skipped: Counter[str]
-) -> tuple[list[coalescing.Group], list[heartbeat.Heartbeat]]:
-    """Parse, filter, enrich and coalesce the batch's log events one at a time: only one record
-    per group is kept (a storm of identical alerts holds one), and each log event's message is
-    released once parsed."""
-    coalescer = coalescing.Coalescer()
+    events: list[alerts.LogEvent],
+    ctx: findings.FindingContext,
+    skipped: Counter[str],
+    collector: _Collector,
+) -> tuple[list[heartbeat.Heartbeat], Counter[str]]:
+    """Parse, filter, enrich and collect the batch's log events one at a time: the collector keeps
+    one record per group (a storm of identical alerts holds one), and each log event's message is
+    released once parsed. Returns the heartbeats and the shadow rules' alerts per rule (counted,
+    never imported)."""
     beats: list[heartbeat.Heartbeat] = []
+    shadows: Counter[str] = Counter()
     directory = heartbeat.directory_for(ctx.region, ctx.cluster_name) if ctx.cluster_name else None
     for index, log_event in enumerate(events):
         outcome = _parse(log_event, ctx, beats)
@@ -224,18 +244,31 @@ def _coalesce(
                 "record kept with a note",
                 extra={"log_event_id": outcome.log_event_id, "note": outcome.note},
             )
+        if shadow.is_shadow(outcome):
+            shadows.update(shadow.count((outcome,)))
+            continue
         if directory is not None:
             # The node's EC2 instance as the coverage checker last saw it (best effort, cached):
             # before coalescing, which tells instances apart.
             heartbeat.enrich((outcome,), directory)
         try:
-            coalescer.add(outcome)
+            collector.add(outcome)
         except Exception as exc:  # never expected; a bug here must not cost the other records
             logger.exception(
                 "record could not be coalesced", extra={"log_event_id": outcome.log_event_id}
             )
             _skip(alerts.Skip(outcome.log_event_id, UNEXPECTED_ERROR, repr(exc)[:200]), skipped)
-    return coalescer.groups(), beats
+    return beats, shadows
+
+
+def _storm_metrics(storm: occurrences.StormResult, shadows: Counter[str]) -> None:
+    """Alerts of re-delivered events (not counted again), counter failures, and shadow rules'
+    alerts per rule (docs/storms.md)."""
+    metrics.add_metric(name="AlertsRecounted", unit=MetricUnit.Count, value=storm.recounted)
+    metrics.add_metric(name="OccurrenceFailures", unit=MetricUnit.Count, value=len(storm.failed))
+    if shadows:
+        known = shadow.parse_rule_list(os.environ.get("SHADOW_RULES"))
+        shadow.emit(shadows, known, NAMESPACE, SERVICE)
 
 
 # What a parsed log event is replaced with in the batch's list (its message freed).
@@ -359,14 +392,28 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         # This botocore keeps its retry quota elsewhere: a new client has a full one.
         securityhub_client.cache_clear()
         client = securityhub_client(ctx.region)
-    groups, beats = _coalesce(batch.events, ctx, skipped)
-    mapped = [0]
-    result = securityhub.import_serialized(
-        client,
-        _serialized(groups, findings.FindingBuilder(ctx), skipped, mapped),
-        out_of_time=TimeBudget(context).out_of_time,
+    # With the occurrence table (docs/storms.md), repeats are counted across invocations: one
+    # finding per behaviour and window, carrying the exact count so far.
+    store = occurrences.store_from_environment(os.environ, ctx.region)
+    collector: coalescing.Coalescer | occurrences.StormCollector = (
+        coalescing.Coalescer()
+        if store is None
+        else occurrences.StormCollector(ctx.cluster_name, store.window_seconds)
     )
-    del groups  # the records: freed before the heartbeats are written
+    beats, shadows = _coalesce(batch.events, ctx, skipped, collector)
+    mapped = [0]
+    storm = occurrences.StormResult()
+    if isinstance(collector, occurrences.StormCollector):
+        storm = occurrences.count_and_map(collector.storms(), store, ctx)  # type: ignore[arg-type]
+        mapped[0] = storm.counted + storm.recounted  # the alerts of storms counted (not failed)
+        found: Iterable[securityhub.Serialized] = storm.found
+    else:
+        found = _serialized(collector.groups(), findings.FindingBuilder(ctx), skipped, mapped)
+    result = securityhub.import_serialized(
+        client, found, out_of_time=TimeBudget(context).out_of_time
+    )
+    del collector, found  # the records: freed before the heartbeats are written
+    _storm_metrics(storm, shadows)
     written = heartbeat.HeartbeatWrite()
     if beats and ctx.cluster_name:
         written = heartbeat.record_heartbeats(
@@ -425,6 +472,8 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         raise OutOfTime(result)
     if result.failed:
         raise ImportFailed(result)
+    if storm.failed:  # those behaviours were not imported; Lambda's retry counts nothing twice
+        raise occurrences.StateUnavailable(storm.failed)
     if written.failed:
         # Findings are in; failing lets Lambda retry the event so no heartbeat is lost (both
         # writes are idempotent).

@@ -17,6 +17,11 @@ PRODUCT_NAME = "Falco runtime security"
 GENERATOR_PREFIX = "falco/rule/"
 # Id = FINDING_ID_PREFIX + <sha256 of the alert's identity>.
 FINDING_ID_PREFIX = "falco/alert/"
+# Id of a behaviour's finding (repeats across invocations, one per window; docs/storms.md):
+# BEHAVIOR_ID_PREFIX + <sha256 of the behaviour key and window>.
+BEHAVIOR_ID_PREFIX = "falco/behavior/"
+# A custom Falco rule with this tag is a shadow rule: counted (metric), never imported.
+SHADOW_TAG = "shadow"
 
 # The Lambda's Powertools service name and CloudWatch metrics namespace (EMF); alarms read them.
 SERVICE_NAME = PROJECT
@@ -81,6 +86,11 @@ def heartbeat_table_name(cluster_name: str) -> str:
     """The DynamoDB table of one cluster's heartbeats (the ingest Lambda writes, the checker
     reads): derived from the cluster so both functions find it from CLUSTER_NAME alone."""
     return f"{cluster_name}-falco-heartbeats"
+
+
+def occurrences_table_name(cluster_name: str) -> str:
+    """The DynamoDB table of one cluster's alert-storm counters (docs/storms.md)."""
+    return f"{cluster_name}-falco-occurrences"
 
 
 def securityhub_hub_arn(partition: str, region: str, account_id: str) -> str:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import IO, Any, BinaryIO
 
-from handlers import alerts, coalescing, findings, names, securityhub
+from handlers import alerts, coalescing, findings, names, securityhub, shadow
 
 # Lines skipped for these reasons point at bad input: they are listed with line number and
 # detail. The other reasons (internal events, below MIN_PRIORITY) are expected and only counted.
@@ -84,6 +84,7 @@ class ReplaySummary:
     skip_counts: Counter[str] = field(default_factory=Counter)
     failed: list[securityhub.FailedFinding] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # failed finding Id -> "FILE:LINE"
+    shadow_alerts: int = 0  # alerts of rules tagged `shadow`: never imported (docs/storms.md)
     done_line: int = 0  # every line up to this one is imported (or printed)
     broken: str | None = None  # why reading stopped early (a broken gzip stream)
     interrupted: bool = False
@@ -293,6 +294,10 @@ def run(options: ReplayOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
             records = read_alerts(iter(window), ctx, summary)
             last_line = summary.lines
             del window
+            records, shadows = shadow.split(records)  # shadow rules are never imported
+            summary.shadow_alerts += len(shadows)
+            if shadows and options.dry_run:  # what the shadow rules would have produced
+                shadow.write_dry_run(shadows, ctx, stdout, stderr, name)
             _replay_window(records, ctx, client, summary, stdout, name)
             summary.done_line = last_line
     except KeyboardInterrupt:
@@ -308,6 +313,8 @@ def run(options: ReplayOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
         progress.update("replaying", size, size, "bytes", final=True)
     else:
         progress.update("replaying", summary.lines, None, "lines", final=True)
+    if summary.shadow_alerts and not options.dry_run:
+        stderr.write(f"{name}: {summary.shadow_alerts} alerts of shadow rules not imported\n")
     write_summary(summary, name, stderr, dry_run=options.dry_run, region=ctx.region)
     return summary.exit_status(strict=options.strict)
 

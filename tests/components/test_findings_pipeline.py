@@ -319,6 +319,8 @@ def test_package_holds_exactly_the_handler_modules(declared: Declared) -> None:
         "handlers/securityhub.py",
         "handlers/ingest.py",
         "handlers/names.py",
+        "handlers/occurrences.py",
+        "handlers/shadow.py",
     )
     for path, asset in archive.assets.items():
         assert isinstance(asset, pulumi.FileAsset)

@@ -267,6 +267,8 @@ def test_demo_runs_offline_and_shows_both_regions() -> None:
     assert "skipped below_min_priority" in out
     assert "CRITICAL (Critical)" in out
     assert '"level"' not in out  # handler JSON logs stay out of the table unless --verbose
+    # Issue 12: a storm over several deliveries (some re-delivered) is one finding counting 300.
+    assert " 300 x Detect outbound connections to common miner pool ports" in out
 
 
 def test_the_demo_file_replays_and_names_its_broken_line(no_aws_calls: None) -> None:
