@@ -20,12 +20,16 @@ findings_pipeline.py, so tests read back what a reviewer sees in `pulumi preview
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from components.key_policy import (
+    account_root_statement,
+    cloudwatch_logs_statement,
+    dynamodb_describes_key_statement,
+    table_key_use_statement,
+)
 from components.monitored_function import (
     AlarmSpec,
     MonitoredFunction,
@@ -42,6 +46,7 @@ from handlers import heartbeat
 from handlers.names import (
     METRICS_NAMESPACE,
     custom_product_arn,
+    dynamodb_table_arn,
     heartbeat_table_name,
     securityhub_hub_arn,
 )
@@ -116,8 +121,7 @@ def checker_name_for(cluster_name: str) -> str:
 
 
 def table_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
-    table = heartbeat_table_name(cluster_name)
-    return f"arn:{partition}:dynamodb:{region}:{account_id}:table/{table}"
+    return dynamodb_table_arn(partition, region, account_id, heartbeat_table_name(cluster_name))
 
 
 def schedule_expression(minutes: int) -> str:
@@ -137,27 +141,11 @@ def key_policy(partition: str, region: str, account_id: str, checker_log_group: 
         "Version": "2012-10-17",
         "Statement": [
             account_root_statement(partition, account_id, "AccountRootManagesKeyAndDelegatesToIam"),
-            {
-                "Sid": "DynamoDBDescribesTheKey",
-                "Effect": "Allow",
-                "Principal": {"Service": "dynamodb.amazonaws.com"},
-                "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
-                "Resource": "*",
-            },
+            dynamodb_describes_key_statement(),
             cloudwatch_logs_statement(
                 partition, region, account_id, [checker_log_group], "CloudWatchLogsForTheChecker"
             ),
         ],
-    }
-
-
-def _table_key_statement(sid: str, region: str, key_arn: str) -> dict[str, Any]:
-    return {
-        "Sid": sid,
-        "Effect": "Allow",
-        "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
-        "Resource": key_arn,
-        "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}},
     }
 
 
@@ -198,7 +186,7 @@ def ingest_policy(
                     "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"},
                 },
             },
-            _table_key_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
+            table_key_use_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
         ],
     }
 
@@ -235,7 +223,7 @@ def checker_policy(
                     "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [cluster_name]}
                 },
             },
-            _table_key_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
+            table_key_use_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
             {
                 "Sid": "ImportCoverageFindings",
                 "Effect": "Allow",

@@ -54,3 +54,25 @@ def cloudwatch_logs_statement(
             "ArnEquals": {"kms:EncryptionContext:aws:logs:arn": arns[0] if len(arns) == 1 else arns}
         },
     }
+
+
+def dynamodb_describes_key_statement() -> dict[str, Any]:
+    """DynamoDB may describe the key, as AWS documents for tables with a customer managed key."""
+    return {
+        "Sid": "DynamoDBDescribesTheKey",
+        "Effect": "Allow",
+        "Principal": {"Service": "dynamodb.amazonaws.com"},
+        "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
+        "Resource": "*",
+    }
+
+
+def table_key_use_statement(sid: str, region: str, key_arn: str) -> dict[str, Any]:
+    """For a role's policy: use the table's key, and only through DynamoDB in this region."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
+        "Resource": key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}},
+    }

@@ -18,9 +18,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import account_root_statement
+from components.key_policy import (
+    account_root_statement,
+    dynamodb_describes_key_statement,
+    table_key_use_statement,
+)
 from handlers import occurrences
-from handlers.names import occurrences_table_name
+from handlers.names import dynamodb_table_arn, occurrences_table_name
 
 COMPONENT_TYPE = "falco-securityhub:index:StormState"
 
@@ -36,8 +40,7 @@ class StormStateArgs:
 
 
 def table_arn(partition: str, region: str, account_id: str, cluster_name: str) -> str:
-    table = occurrences_table_name(cluster_name)
-    return f"arn:{partition}:dynamodb:{region}:{account_id}:table/{table}"
+    return dynamodb_table_arn(partition, region, account_id, occurrences_table_name(cluster_name))
 
 
 def key_policy(partition: str, account_id: str) -> dict[str, Any]:
@@ -47,13 +50,7 @@ def key_policy(partition: str, account_id: str) -> dict[str, Any]:
         "Version": "2012-10-17",
         "Statement": [
             account_root_statement(partition, account_id, "AccountRootManagesKeyAndDelegatesToIam"),
-            {
-                "Sid": "DynamoDBDescribesTheKey",
-                "Effect": "Allow",
-                "Principal": {"Service": "dynamodb.amazonaws.com"},
-                "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
-                "Resource": "*",
-            },
+            dynamodb_describes_key_statement(),
         ],
     }
 
@@ -77,15 +74,7 @@ def ingest_policy(
                     }
                 },
             },
-            {
-                "Sid": "UseTheTableKeyThroughDynamoDB",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
-                "Resource": key_arn,
-                "Condition": {
-                    "StringEquals": {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}
-                },
-            },
+            table_key_use_statement("UseTheTableKeyThroughDynamoDB", region, key_arn),
         ],
     }
 

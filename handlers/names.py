@@ -95,3 +95,7 @@ def occurrences_table_name(cluster_name: str) -> str:
 
 def securityhub_hub_arn(partition: str, region: str, account_id: str) -> str:
     return f"arn:{partition}:securityhub:{region}:{account_id}:hub/default"
+
+
+def dynamodb_table_arn(partition: str, region: str, account_id: str, table: str) -> str:
+    return f"arn:{partition}:dynamodb:{region}:{account_id}:table/{table}"
