@@ -583,3 +583,8 @@ def control_message_event() -> dict[str, Any]:
             ],
         }
     )
+
+
+def log_lines(sink: Any) -> list[dict[str, Any]]:
+    """The JSON log lines a handler wrote to ``sink`` (a StringIO)."""
+    return [json.loads(line) for line in sink.getvalue().splitlines() if line.strip()]

@@ -19,16 +19,30 @@ skipped). Inputs are recorded with Pulumi's engine names (camelCase), as a revie
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pytest
+from asff_limits import assert_within_asff_limits
+from aws_fakes import (
+    REGION,
+    HttpFaults,
+    fast_botocore_retries,
+    http_faults,
+    moto_security_hub,
+    reset_security_hub,
+    stored_findings,
+)
 from pulumi.runtime import mocks as pulumi_mock_runtime
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
+
+from handlers import ingest
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
@@ -337,3 +351,49 @@ def pulumi_mocks() -> Iterator[RecordingMocks]:
     """Mocks for one test in the home region; call configure_pulumi_mocks for other settings."""
     yield configure_pulumi_mocks()
     pulumi.runtime.set_all_config({})
+
+
+# -- the ingest handler against moto (tests/handlers) ---------------------------------------------
+@pytest.fixture
+def ingest_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The function's environment, a fresh Security Hub client (made inside moto), no sleeps."""
+    monkeypatch.setenv("CLUSTER_NAME", "shop-prod-use1")
+    monkeypatch.delenv("MIN_PRIORITY", raising=False)
+    ingest.securityhub_client.cache_clear()
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # no real backoff between rounds
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[None]:
+    with moto_security_hub(REGION):
+        yield
+
+
+@pytest.fixture
+def hub(moto: None) -> Iterator[Any]:
+    """Security Hub (moto) enabled in us-east-1; the handler's own client; botocore sleeps off."""
+    reset_security_hub(REGION)
+    with fast_botocore_retries() as backoff:
+        client = ingest.securityhub_client(REGION)
+        client.backoff = backoff
+        yield client
+    ingest.securityhub_client.cache_clear()
+    # moto accepts anything; real Security Hub would refuse a finding over a limit.
+    for finding in stored_findings(REGION):
+        assert_within_asff_limits(finding)
+
+
+@pytest.fixture
+def wire(hub: Any) -> Iterator[HttpFaults]:
+    with http_faults(hub) as faults:
+        yield faults
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """The handler's JSON log lines (Powertools writes to the stream it was created with)."""
+    sink = io.StringIO()
+    handler = ingest.logger.registered_handler
+    previous = handler.setStream(sink)  # type: ignore[attr-defined]
+    yield sink
+    handler.setStream(previous)  # type: ignore[attr-defined]

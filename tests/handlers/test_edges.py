@@ -14,21 +14,16 @@ import gzip
 import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asff_limits import assert_within_asff_limits
 from aws_fakes import (
     REGION,
     FakeLambdaContext,
     HttpFaults,
     falco_alert,
-    fast_botocore_retries,
     fluent_bit_log_record,
-    http_faults,
-    moto_security_hub,
-    reset_security_hub,
+    log_lines,
     stored_findings,
     subscription_event,
     subscription_payload,
@@ -42,49 +37,7 @@ from handlers.ingest import ImportFailed, OutOfTime
 # --- fixtures (as in test_ingest.py) ------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLUSTER_NAME", "shop-prod-use1")
-    monkeypatch.delenv("MIN_PRIORITY", raising=False)
-    ingest.securityhub_client.cache_clear()
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[None]:
-    with moto_security_hub(REGION):
-        yield
-
-
-@pytest.fixture
-def hub(moto: None) -> Iterator[Any]:
-    reset_security_hub(REGION)
-    with fast_botocore_retries() as backoff:
-        client = ingest.securityhub_client(REGION)
-        client.backoff = backoff
-        yield client
-    ingest.securityhub_client.cache_clear()
-    for finding in stored_findings(REGION):
-        assert_within_asff_limits(finding)
-
-
-@pytest.fixture
-def wire(hub: Any) -> Iterator[HttpFaults]:
-    with http_faults(hub) as faults:
-        yield faults
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = ingest.logger.registered_handler
-    previous = handler.setStream(sink)  # type: ignore[attr-defined]
-    yield sink
-    handler.setStream(previous)  # type: ignore[attr-defined]
-
-
-def log_lines(sink: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in sink.getvalue().splitlines() if line.strip()]
+pytestmark = pytest.mark.usefixtures("ingest_environment")
 
 
 def emf_value(text: str, name: str) -> float:

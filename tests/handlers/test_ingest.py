@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.client
 import pytest
-from asff_limits import assert_within_asff_limits
 from aws_fakes import (
     REGION,
     FakeLambdaContext,
@@ -25,12 +22,10 @@ from aws_fakes import (
     control_message_event,
     encode_payload,
     falco_alert,
-    fast_botocore_retries,
     fluent_bit_log_record,
     fluent_bit_merged_record,
     http_faults,
-    moto_security_hub,
-    reset_security_hub,
+    log_lines,
     stored_findings,
     subscription_event,
     subscription_payload,
@@ -45,48 +40,7 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "falco-alerts.jsonl"
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLUSTER_NAME", "shop-prod-use1")
-    monkeypatch.delenv("MIN_PRIORITY", raising=False)
-    ingest.securityhub_client.cache_clear()  # a fresh client, created inside moto
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # no real backoff between rounds
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[None]:
-    with moto_security_hub(REGION):
-        yield
-
-
-@pytest.fixture
-def hub(moto: None) -> Iterator[Any]:
-    """Security Hub (moto) enabled in us-east-1; the handler's own client; botocore sleeps off."""
-    reset_security_hub(REGION)
-    with fast_botocore_retries() as backoff:
-        client = ingest.securityhub_client(REGION)
-        client.backoff = backoff
-        yield client
-    ingest.securityhub_client.cache_clear()
-    # moto accepts anything; real Security Hub would refuse a finding over a limit.
-    for finding in stored_findings(REGION):
-        assert_within_asff_limits(finding)
-
-
-@pytest.fixture
-def wire(hub: Any) -> Iterator[HttpFaults]:
-    with http_faults(hub) as faults:
-        yield faults
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """The handler's JSON log lines (Powertools writes to the stream it was created with)."""
-    sink = io.StringIO()
-    handler = ingest.logger.registered_handler
-    previous = handler.setStream(sink)  # type: ignore[attr-defined]
-    yield sink
-    handler.setStream(previous)  # type: ignore[attr-defined]
+pytestmark = pytest.mark.usefixtures("ingest_environment")
 
 
 @pytest.fixture
@@ -101,10 +55,6 @@ def api_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
     return calls
-
-
-def log_lines(sink: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in sink.getvalue().splitlines() if line.strip()]
 
 
 def emf_documents(text: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,6 @@ from aws_fakes import (
     fast_botocore_retries,
     fluent_bit_log_record,
     http_faults,
-    moto_security_hub,
     reset_security_hub,
     stored_findings,
     subscription_event,
@@ -33,18 +31,7 @@ from handlers.__main__ import main
 FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{FUNCTION_NAME}"
 
 
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLUSTER_NAME", "shop-prod-use1")
-    monkeypatch.delenv("MIN_PRIORITY", raising=False)
-    ingest.securityhub_client.cache_clear()
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[None]:
-    with moto_security_hub(REGION):
-        yield
+pytestmark = pytest.mark.usefixtures("ingest_environment")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from aws_fakes import (
     REGION,
     fast_botocore_retries,
     http_faults,
-    moto_security_hub,
     reset_security_hub,
     stored_findings,
 )
@@ -63,12 +62,6 @@ def request_bytes(chunk: list[dict[str, Any]]) -> int:
 class Sleeps(list[float]):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[None]:
-    with moto_security_hub(REGION):
-        yield
 
 
 @pytest.fixture
