@@ -25,7 +25,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 
-from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from components.key_policy import (
+    account_root_statement,
+    cloudwatch_logs_statement,
+    customer_managed_key,
+)
 from handlers.names import eks_cluster_arn
 
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -145,16 +149,14 @@ class Cluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = {**args.tags, "eks-cluster": args.cluster_name}
 
-        key = aws.kms.Key(
+        key = customer_managed_key(
             f"{name}-key",
             description=f"EKS secrets and control-plane logs of {args.cluster_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=json.dumps(
                 cluster_key_policy(args.account_id, args.partition, args.region, args.cluster_name)
             ),
             tags=tags,
-            opts=child,
+            parent=self,
         )
         # EKS writes control-plane logs to exactly this name; owning it gives it a key and a
         # retention. It must exist before the cluster starts logging.

@@ -27,6 +27,7 @@ import pulumi_aws as aws
 from components.key_policy import (
     account_root_statement,
     cloudwatch_logs_statement,
+    customer_managed_key,
     dynamodb_describes_key_statement,
     table_key_use_statement,
 )
@@ -349,22 +350,15 @@ class SensorCoverage(pulumi.ComponentResource):
         checker = checker_name_for(args.cluster_name)
         checker_group_name = function_log_group_name_for(checker)
 
-        self._key = aws.kms.Key(
+        self._key = customer_managed_key(
             f"{name}-key",
             description=f"Falco sensor coverage for {args.cluster_name}: heartbeats, checker",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=policy_json(
                 key_policy(args.partition, args.region, args.account_id, checker_group_name)
             ),
             tags=tags,
-            opts=child,
-        )
-        aws.kms.Alias(
-            f"{name}-key-alias",
-            name=f"alias/{checker}",
-            target_key_id=self._key.key_id,
-            opts=child,
+            parent=self,
+            alias=checker,
         )
         after_key = pulumi.ResourceOptions(parent=self, depends_on=[self._key])
 

@@ -21,7 +21,11 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from components.key_policy import (
+    account_root_statement,
+    cloudwatch_logs_statement,
+    customer_managed_key,
+)
 
 # The function's runtime, Powertools version and package root, named here too (`as`: re-exported).
 from components.monitored_function import POWERTOOLS_VERSION as POWERTOOLS_VERSION
@@ -334,11 +338,9 @@ class FindingsPipeline(pulumi.ComponentResource):
         # -- encryption ---------------------------------------------------------------------
         # The policy is part of the key (set by CreateKey), so anything that references the key
         # ARN waits for a key whose policy already lets CloudWatch Logs use it.
-        self._key = aws.kms.Key(
+        self._key = customer_managed_key(
             f"{name}-key",
             description=f"Falco findings pipeline for {args.cluster_name}: logs and queue",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=policy_json(
                 key_policy(
                     args.partition,
@@ -348,13 +350,8 @@ class FindingsPipeline(pulumi.ComponentResource):
                 )
             ),
             tags=tags,
-            opts=child,
-        )
-        self._key_alias = aws.kms.Alias(
-            f"{name}-key-alias",
-            name=f"alias/{function_name}",
-            target_key_id=self._key.key_id,
-            opts=child,
+            parent=self,
+            alias=function_name,
         )
         after_key = pulumi.ResourceOptions(parent=self, depends_on=[self._key])
 
@@ -369,14 +366,12 @@ class FindingsPipeline(pulumi.ComponentResource):
         )
 
         # -- alarm topic ----------------------------------------------------------------------
-        self._alarm_key = aws.kms.Key(
+        self._alarm_key = customer_managed_key(
             f"{name}-alarms-key",
             description=f"Falco findings pipeline for {args.cluster_name}: alarm notifications",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=policy_json(alarm_key_policy(args.partition, args.account_id)),
             tags=tags,
-            opts=child,
+            parent=self,
         )
         self._alarm_topic = aws.sns.Topic(
             f"{name}-alarms",

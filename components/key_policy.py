@@ -1,9 +1,10 @@
-"""KMS key-policy statements that every key of this program shares.
+"""The customer-managed KMS keys of this program: how each is declared, and the key-policy
+statements they share.
 
-Each component owns its key policy; these are the two statements they have in common, written once
-so that the scoping rules (the account root keeps the key manageable; CloudWatch Logs may use a key
-only for named log groups) cannot drift apart between keys. In a key policy, ``"Resource": "*"``
-means "this key".
+Each component owns its key and its key policy; what they have in common is written once so it
+cannot drift apart between keys: every key rotates and waits 30 days before deletion, the account
+root keeps it manageable, CloudWatch Logs may use it only for named log groups, and DynamoDB only
+as its tables' key. In a key policy, ``"Resource": "*"`` means "this key".
 """
 
 from __future__ import annotations
@@ -11,7 +12,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pulumi
+import pulumi_aws as aws
+
 from handlers.names import log_group_arn
+
+# The longest AWS allows: time to notice and cancel a deletion that would make data unreadable.
+DELETION_WINDOW_DAYS = 30
+
+
+def customer_managed_key(
+    name: str,
+    *,
+    description: str,
+    policy: pulumi.Input[str],
+    tags: dict[str, str],
+    parent: pulumi.Resource,
+    alias: str | None = None,
+) -> aws.kms.Key:
+    """A rotating key named ``name`` (and ``<name>-alias`` -> ``alias/<alias>``, when given)."""
+    key = aws.kms.Key(
+        name,
+        description=description,
+        enable_key_rotation=True,
+        deletion_window_in_days=DELETION_WINDOW_DAYS,
+        policy=policy,
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    if alias is not None:
+        aws.kms.Alias(
+            f"{name}-alias",
+            name=f"alias/{alias}",
+            target_key_id=key.key_id,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+    return key
+
 
 # What CloudWatch Logs needs on a customer-managed key to encrypt a log group with it.
 CLOUDWATCH_LOGS_KEY_ACTIONS = (

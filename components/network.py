@@ -15,7 +15,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import account_root_statement, cloudwatch_logs_statement
+from components.key_policy import (
+    account_root_statement,
+    cloudwatch_logs_statement,
+    customer_managed_key,
+)
 
 # Zone IDs where EKS refuses control-plane subnets (UnsupportedAvailabilityZoneException), per
 # the EKS user guide's subnet requirements.
@@ -271,16 +275,14 @@ class Network(pulumi.ComponentResource):
     ) -> None:
         child = pulumi.ResourceOptions(parent=self)
         group_name = f"/aws/vpc/{args.cluster_name}/flow-logs"
-        key = aws.kms.Key(
+        key = customer_managed_key(
             f"{name}-flow-logs-key",
             description=f"VPC flow logs of {args.cluster_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=json.dumps(
                 log_group_key_policy(args.account_id, args.partition, args.region, group_name)
             ),
             tags=tags,
-            opts=child,
+            parent=self,
         )
         group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",

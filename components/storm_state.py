@@ -20,6 +20,7 @@ import pulumi_aws as aws
 
 from components.key_policy import (
     account_root_statement,
+    customer_managed_key,
     dynamodb_describes_key_statement,
     table_key_use_statement,
 )
@@ -92,20 +93,13 @@ class StormState(pulumi.ComponentResource):
         super().__init__(COMPONENT_TYPE, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         table_name = occurrences_table_name(args.cluster_name)
-        self._key = aws.kms.Key(
+        self._key = customer_managed_key(
             f"{name}-key",
             description=f"Falco alert-storm counters of {args.cluster_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
             policy=json.dumps(key_policy(args.partition, args.account_id), sort_keys=True),
             tags=args.tags,
-            opts=child,
-        )
-        aws.kms.Alias(
-            f"{name}-key-alias",
-            name=f"alias/{table_name}",
-            target_key_id=self._key.key_id,
-            opts=child,
+            parent=self,
+            alias=table_name,
         )
         self._table = aws.dynamodb.Table(
             f"{name}-table",
